@@ -1,0 +1,97 @@
+"""Data parallelism: N devices with global batch B compute what 1 device does."""
+
+import jax
+import numpy as np
+import pytest
+
+from wgan_jax import input_pipeline, parallel, state as state_lib, steps
+from wgan_jax.errors import UserError
+
+from .conftest import tiny_config
+
+# Float32 sums over a split batch are added in another order; after several
+# RMSProp steps the parameters agree to this.
+RTOL, ATOL = 1e-4, 1e-6
+
+
+def _run(config, devices, num_iters=3):
+  dataset = input_pipeline.get_dataset(config)
+  state = state_lib.create_state(config, dataset.data_shape,
+                                 state_lib.root_key(config),
+                                 axis_name=parallel.AXIS)
+  source = input_pipeline.DeviceResidentSource(dataset, config.batch_size,
+                                               config.seed, devices)
+  iteration = parallel.TrainIteration(config, devices)
+  p_state = parallel.replicate(state, devices)
+  consumed, history = 0, []
+  for i in range(num_iters):
+    n = steps.critic_iterations(i, config)
+    p_state, metrics = iteration(p_state, *source.batches(consumed, n))
+    consumed += n
+    history.append({k: float(v[0]) for k, v in jax.device_get(metrics).items()})
+  return parallel.unreplicate(p_state), history
+
+
+def _assert_states_close(a, b, rtol=RTOL, atol=ATOL):
+  for part in ('params', 'batch_stats', 'opt_state'):
+    for net in ('generator', 'critic'):
+      leaves_a = jax.tree.leaves(getattr(getattr(a, net), part))
+      leaves_b = jax.tree.leaves(getattr(getattr(b, net), part))
+      assert len(leaves_a) == len(leaves_b)
+      assert leaves_a or part == 'batch_stats'
+      for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol,
+                                   err_msg=f'{net}.{part}')
+  assert int(a.gen_iter) == int(b.gen_iter)
+
+
+@pytest.mark.parametrize('dataset', ['digits', 'gaussians8'])
+def test_four_devices_equal_one_device(devices, dataset):
+  config = tiny_config(dataset, batch_size=16)
+  one, h_one = _run(config, devices[:1])
+  four, h_four = _run(config, devices)
+  _assert_states_close(one, four)
+  for m1, m4 in zip(h_one, h_four):
+    for k in m1:
+      np.testing.assert_allclose(m1[k], m4[k], rtol=RTOL, atol=ATOL, err_msg=k)
+
+
+def test_two_devices_with_batchnorm_everywhere(devices):
+  # Extra layers put BatchNorm in both nets at several depths.
+  config = tiny_config(batch_size=8, n_extra_layers=1)
+  one, _ = _run(config, devices[:1], num_iters=2)
+  two, _ = _run(config, devices[:2], num_iters=2)
+  _assert_states_close(one, two)
+
+
+@pytest.mark.parametrize('mode', ['scan', 'unroll'])
+def test_fused_iteration_equals_per_step_calls(devices, mode):
+  config = tiny_config(iteration_mode='steps')
+  reference, h_ref = _run(config, devices[:2], num_iters=2)
+  config.iteration_mode = mode
+  fused, h_fused = _run(config, devices[:2], num_iters=2)
+  _assert_states_close(reference, fused, rtol=1e-5, atol=1e-7)
+  assert h_ref[-1].keys() == h_fused[-1].keys()
+
+
+def test_batch_must_divide_over_devices():
+  with pytest.raises(UserError, match='does not divide over 4 devices'):
+    parallel.per_device_batch(10, 4)
+  with pytest.raises(UserError, match='must be positive'):
+    parallel.per_device_batch(0, 4)
+  assert parallel.per_device_batch(12, 4) == 3
+
+
+def test_shard_batches_gives_each_device_its_slice():
+  batches = np.arange(2 * 8).reshape(2, 8)
+  sharded = parallel.shard_batches(batches, 4)
+  assert sharded.shape == (4, 2, 2)
+  np.testing.assert_array_equal(sharded[1, 0], [2, 3])
+  np.testing.assert_array_equal(sharded[3, 1], [14, 15])
+
+
+def test_unknown_devices_and_modes_are_user_errors():
+  with pytest.raises(UserError, match='local device'):
+    parallel.local_devices(99)
+  with pytest.raises(UserError, match='iteration_mode'):
+    parallel.resolve_mode('fast')

@@ -1,0 +1,187 @@
+"""The training loop and the command line, on every embedded dataset."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wgan_jax import input_pipeline, train, writers
+from wgan_jax.errors import UserError
+
+from .conftest import tiny_config
+
+
+@pytest.mark.parametrize('dataset', ['digits', 'gaussians8', 'gaussians25', 'swissroll'])
+def test_cli_run_writes_every_output(tmp_path, dataset):
+  size = ['--image_size=16', '--ngf=8', '--ndf=8', '--nz=8', '--batch_size=8']
+  if dataset != 'digits':
+    size = ['--ngf=16', '--ndf=16', '--batch_size=16']
+  result = _cli(f'--workdir={tmp_path}', f'--dataset={dataset}', '--num_gen_iters=4',
+                '--sample_every=2', '--num_samples=16', '--n_critic=2',
+                '--n_critic_warmup=3', '--warmup_gen_iters=1', '--lr_critic=1e-4',
+                '--noprogress_bar', *size)
+  assert result.returncode == 0, result.stderr
+
+  records = writers.read_metrics(str(tmp_path / 'metrics.jsonl'))
+  assert [r['gen_iter'] for r in records] == [1, 2, 3, 4]
+  for r in records:
+    assert set(r) >= {'wasserstein', 'critic_loss', 'generator_loss',
+                      'critic_real', 'critic_fake'}
+    assert r['wasserstein'] == pytest.approx(r['critic_real'] - r['critic_fake'],
+                                             rel=1e-5, abs=1e-7)
+  prefix = 'fake' if dataset == 'digits' else 'scatter'
+  for it in (2, 4):
+    with Image.open(tmp_path / 'samples' / f'{prefix}_{it:06d}.png') as im:
+      assert im.size[0] > 30
+  if dataset == 'digits':
+    with Image.open(tmp_path / 'samples' / 'real.png') as im:
+      # 16 samples of 16x16 in a grid of 8 columns with 2px padding, enlarged
+      # 3x to be at least 320 pixels wide.
+      assert im.size == (3 * (2 + 8 * 18), 3 * (2 + 2 * 18))
+      assert im.mode == 'L'
+  assert (tmp_path / 'wasserstein.png').stat().st_size > 1000
+  assert any(f.startswith('events.out.tfevents')
+             for f in os.listdir(tmp_path / 'tensorboard'))
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  assert saved['dataset'] == dataset and saved['num_gen_iters'] == 4
+  # Flags override the preset; the rest of the preset stays.
+  assert saved['lr_critic'] == 1e-4 and saved['lr_gen'] == 5e-5
+  assert saved['generator'] == ('dcgan' if dataset == 'digits' else 'mlp')
+
+
+def test_same_seed_same_run_and_another_seed_differs(tmp_path):
+  runs = []
+  for seed, name in ((0, 'a'), (0, 'b'), (1, 'c')):
+    config = tiny_config('gaussians8', seed=seed)
+    train.train(config, str(tmp_path / name))
+    runs.append(writers.read_metrics(str(tmp_path / name / 'metrics.jsonl')))
+  assert runs[0] == runs[1]
+  assert runs[0] != runs[2]
+
+
+def test_digits_data_is_the_embedded_digits():
+  config = tiny_config(image_size=32, channels=3)
+  data = input_pipeline.get_dataset(config)
+  assert data.examples.shape == (1797, 32, 32, 3)
+  assert data.examples.dtype == np.float32
+  assert data.examples.min() == -1.0 and data.examples.max() == pytest.approx(1.0)
+  np.testing.assert_array_equal(data.examples[..., 0], data.examples[..., 2])
+  # Shrunk back to 8x8, the images are scikit-learn's (0..16 -> -1..1).
+  from sklearn.datasets import load_digits
+  original = load_digits().images / 8.0 - 1.0
+  shrunk = data.examples[..., 0].reshape(1797, 8, 4, 8, 4).mean(axis=(2, 4))
+  assert np.corrcoef(shrunk.ravel(), original.ravel())[0, 1] > 0.97
+  assert abs(shrunk.mean() - original.mean()) < 0.02
+
+
+def test_toy_data_sits_on_its_modes():
+  for name, mixture in input_pipeline.MIXTURES.items():
+    points = input_pipeline.get_dataset(tiny_config(name)).examples
+    dist = np.linalg.norm(points[:, None, :] - mixture.centers[None], axis=-1).min(1)
+    assert np.all(dist < 6 * mixture.std), name
+  roll = input_pipeline.get_dataset(tiny_config('swissroll')).examples
+  assert roll.shape == (input_pipeline.TOY_SIZE, 2) and np.abs(roll).max() < 3
+
+
+def test_epoch_sampler_covers_each_epoch_once():
+  sampler = input_pipeline.EpochSampler(10, 3, seed=5)
+  batches = sampler.indices(0, 6)  # 3 batches per epoch; the 10th example is dropped
+  for epoch in (batches[:3], batches[3:]):
+    assert len(set(epoch.ravel())) == 9
+  assert not np.array_equal(batches[:3], batches[3:])
+  np.testing.assert_array_equal(sampler.indices(4, 2), batches[4:6])
+  with pytest.raises(UserError, match='larger than the dataset'):
+    input_pipeline.EpochSampler(10, 11, seed=0)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(dataset='digts'), "unknown dataset 'digts'. Did you mean digits?"),
+    (dict(image_size=20), 'multiple of 16'),
+    (dict(nz=0), '--nz=0: must be positive'),
+    (dict(n_extra_layers=-1), 'must not be negative'),
+    (dict(clip=-0.01), '--clip=-0.01: must be positive'),
+    (dict(clip_when='during'), 'choose after or before'),
+    (dict(optimizer='sgd'), 'choose rmsprop or adam'),
+    (dict(batch_size=6), 'does not divide over 4 devices'),
+    (dict(dataset='gaussians8', generator='dcgan'), '--generator=mlp'),
+])
+def test_bad_settings_are_user_errors(tmp_path, overrides, message):
+  with pytest.raises(UserError, match=None) as info:
+    train.train(tiny_config(**overrides), str(tmp_path))
+  assert message in str(info.value)
+
+
+def _cli(*args, env_extra=None, timeout=300):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **(env_extra or {})}
+  env.pop('XLA_FLAGS', None)
+  env.update(env_extra or {})
+  return subprocess.run([sys.executable, '-m', 'wgan_jax.train', *args],
+                        capture_output=True, text=True, timeout=timeout, env=env)
+
+
+TINY_FLAGS = ['--image_size=16', '--ngf=8', '--ndf=8', '--nz=8', '--batch_size=8',
+              '--num_gen_iters=2', '--n_critic=1', '--n_critic_warmup=2',
+              '--warmup_gen_iters=1', '--sample_every=1', '--num_samples=8',
+              '--noprogress_bar']
+
+
+def test_cli_takes_a_config_file(tmp_path):
+  config_file = tmp_path / 'my_config.py'
+  config_file.write_text(
+      'from wgan_jax import configs\n'
+      'def get_config():\n'
+      '  c = configs.get_config("swissroll")\n'
+      '  c.ngf = c.ndf = 12\n'
+      '  return c\n')
+  result = _cli(f'--workdir={tmp_path / "run"}', f'--config={config_file}',
+                '--config.boost_every=0', '--num_gen_iters=2', '--n_critic_warmup=2',
+                '--batch_size=16', '--noprogress_bar')
+  assert result.returncode == 0, result.stderr
+  saved = json.loads((tmp_path / 'run' / 'config.json').read_text())
+  assert (saved['dataset'], saved['ngf'], saved['boost_every'],
+          saved['num_gen_iters']) == ('swissroll', 12, 0, 2)
+
+
+@pytest.mark.parametrize('args, env_extra, message', [
+    (['--dataset=cifar'], None, 'unknown dataset'),
+    (['--image_size=24'], None, 'multiple of 16'),
+    (['--batch_size=-4'], None, 'must be positive'),
+    (['--batch_size=9'], {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'},
+     'does not divide over 2 devices'),
+])
+def test_cli_errors_are_one_line_with_exit_status_2(tmp_path, args, env_extra, message):
+  result = _cli(f'--workdir={tmp_path}', *args, env_extra=env_extra)
+  assert result.returncode == 2
+  assert 'Traceback' not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and message in last
+
+
+def test_cli_refuses_an_unwritable_workdir(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  result = _cli(f'--workdir={blocker / "run"}', *TINY_FLAGS)
+  assert result.returncode == 2
+  assert 'Traceback' not in result.stderr
+  assert 'cannot write to --workdir' in result.stderr.strip().splitlines()[-1]
+
+
+def test_help_explains_every_reference_option():
+  result = _cli('--help')  # absl exits with status 1 after printing help
+  for name in ('image_size', 'batch_size', 'nz', 'ngf', 'ndf', 'generator', 'critic',
+               'no_bn', 'n_extra_layers', 'lr_critic', 'lr_gen', 'optimizer', 'clip',
+               'n_critic', 'num_gen_iters', 'seed', 'sample_every', 'config', 'workdir',
+               'dataset', 'beta1', 'clip_when'):
+    assert f'--{name}:' in result.stdout or f'--[no]{name}:' in result.stdout, name
+  assert '(default: 0.01)' in result.stdout  # the clip's default is shown
+
+
+def test_importing_train_defines_no_flags():
+  code = ('import wgan_jax.train, absl.flags as f; '
+          'assert "num_gen_iters" not in f.FLAGS, "flags defined on import"')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr

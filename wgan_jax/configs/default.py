@@ -1,0 +1,62 @@
+"""Default configuration: the reference WGAN code's settings.
+
+Batch 64, 64px images, nz 100, ngf = ndf = 64, RMSProp with lr 5e-5 for both
+nets, clip 0.01, 5 critic iterations per generator iteration (100 for the
+first 25 and every 500th). Per-dataset presets in ``configs/__init__.py``
+override a few fields: the default dataset, the embedded 8x8 digits, trains
+at 16px with narrower nets so that it finishes in minutes on a CPU.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  # Data.
+  c.dataset = 'digits'  # digits | gaussians8 | gaussians25 | swissroll
+  c.data_dir = ''  # where datasets that need files keep them
+  c.image_size = 64  # DCGAN models need a multiple of 16
+  c.channels = 0  # image channels; 0 = the dataset's own
+
+  # Models.
+  c.generator = 'dcgan'  # dcgan | mlp
+  c.critic = 'dcgan'  # dcgan | mlp
+  c.nz = 100  # size of the latent vector z
+  c.ngf = 64  # generator width (DCGAN: ngf * image_size / 8 at the bottom)
+  c.ndf = 64  # critic width
+  c.n_extra_layers = 0  # extra 3x3 conv layers in both DCGAN nets
+  c.no_bn = False  # DCGAN generator without BatchNorm (the reference's --noBN)
+  c.critic_bn = True  # BatchNorm in the DCGAN critic
+
+  # Objective and optimisation.
+  c.loss = 'wgan'
+  c.optimizer = 'rmsprop'  # rmsprop (PyTorch's RMSprop) | adam
+  c.lr_critic = 5e-5
+  c.lr_gen = 5e-5
+  c.beta1 = 0.5  # Adam only
+  c.beta2 = 0.999  # Adam only
+  c.clip = 0.01  # critic parameters are clipped to [-clip, clip]
+  c.clip_when = 'after'  # after each critic update (paper) | before (reference code)
+
+  # Schedule (in generator iterations).
+  c.batch_size = 64  # global batch, split over the devices
+  c.num_gen_iters = 100_000
+  c.n_critic = 5  # critic iterations per generator iteration
+  c.n_critic_warmup = 100  # ... during warm-up and on every boost_every-th
+  c.warmup_gen_iters = 25
+  c.boost_every = 500
+
+  # Outputs.
+  c.seed = 0
+  c.rng_impl = 'rbg'  # rbg (fast; reproducible per backend) | threefry2x32 (same on all)
+  c.sample_every = 500  # write a sample grid every this many generator iterations
+  c.num_samples = 64  # samples in a grid, drawn from fixed noise
+  c.log_every = 20  # fetch metrics from the devices every this many iterations
+  c.progress_bar = True
+
+  # Execution.
+  c.num_devices = 0  # local devices to use; 0 = all
+  c.convt_impl = 'auto'  # auto | subpixel | dilated: same numbers, different speed
+  c.iteration_mode = 'auto'  # auto | scan | steps: how a generator iteration is compiled
+  return c

@@ -1,0 +1,178 @@
+"""The one place that maps the pure steps over devices and fuses them.
+
+A *generator iteration* is ``n_critic`` critic steps followed by one
+generator step. ``make_train_iteration`` compiles it with ``jax.pmap`` over
+the axis ``'batch'``: each device holds a replica of the state and a slice of
+every global batch; gradients are averaged over devices and BatchNorm uses the
+statistics of the global batch, so N devices compute what one device computes
+with the whole batch.
+
+Latents are drawn on the devices: critic step j of generator iteration i uses
+``normal(fold_in(fold_in(rng, i), j), (global_batch, nz))`` and each device
+takes its slice, so the numbers do not depend on the device count. Real
+examples come either as a device-resident array plus host-chosen indices
+(the embedded datasets), or as batches fed from the host.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wgan_jax import steps
+from wgan_jax.errors import UserError
+from wgan_jax.state import WGANState
+
+AXIS = 'batch'
+MODES = ('auto', 'scan', 'unroll', 'steps')
+
+
+def local_devices(num_devices: int = 0) -> list[jax.Device]:
+  devices = jax.local_devices()
+  if num_devices < 0 or num_devices > len(devices):
+    raise UserError(f'--num_devices={num_devices}: this machine has '
+                    f'{len(devices)} local device(s); pass 0 to use all.')
+  return devices[:num_devices] if num_devices else devices
+
+
+def per_device_batch(batch_size: int, num_devices: int) -> int:
+  if batch_size <= 0:
+    raise UserError(f'--batch_size={batch_size}: must be positive.')
+  if batch_size % num_devices:
+    raise UserError(
+        f'--batch_size={batch_size} does not divide over {num_devices} devices; '
+        f'pass a multiple of {num_devices} or --num_devices=1.')
+  return batch_size // num_devices
+
+
+def replicate(tree, devices: Sequence[jax.Device]):
+  """A copy of ``tree`` on each device, laid out as pmap lays out its outputs.
+
+  (flax's ``replicate`` gives another sharding, and every pmapped function
+  then compiles twice: once for it, once for its own outputs.)
+  """
+  n = len(devices)
+  stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))),
+                         tree)
+  return jax.pmap(lambda t: t, axis_name=AXIS, devices=list(devices))(stacked)
+
+
+def unreplicate(tree):
+  """The first device's copy of a replicated tree (every leaf has a device axis)."""
+  return jax.tree.map(lambda x: x.addressable_shards[0].data[0], tree)
+
+
+def shard_batches(batches: np.ndarray, num_devices: int) -> np.ndarray:
+  """(n, B, ...) global batches -> (devices, n, B / devices, ...)."""
+  n, b = batches.shape[:2]
+  x = batches.reshape(n, num_devices, b // num_devices, *batches.shape[2:])
+  return np.swapaxes(x, 0, 1)
+
+
+def to_float_images(x):
+  """uint8 pixels -> [-1, 1]; float data passes through."""
+  if x.dtype == jnp.uint8:
+    return x.astype(jnp.float32) / 127.5 - 1.0
+  return x
+
+
+def resolve_mode(mode: str) -> str:
+  """'auto': per-step calls on CPU (XLA runs convs inside a scan slowly
+  there), one fused scan on accelerators."""
+  if mode not in MODES:
+    raise UserError(f'--iteration_mode={mode!r}: choose one of {", ".join(MODES)}.')
+  if mode == 'auto':
+    return 'steps' if jax.default_backend() == 'cpu' else 'scan'
+  return mode
+
+
+class TrainIteration:
+  """Runs generator iterations on the devices, compiled once per critic count.
+
+  Call it as ``state, metrics = it(state, data, batches)``. ``state`` is
+  replicated over the devices; ``data`` is the device-resident dataset
+  (replicated) with ``batches`` int32 indices of shape (devices, n_critic, b),
+  or ``data=None`` with ``batches`` the examples themselves, shape
+  (devices, n_critic, b, ...). ``metrics`` are the last critic step's and the
+  generator step's, as host floats.
+  """
+
+  def __init__(self, config, devices: Sequence[jax.Device]):
+    self.devices = list(devices)
+    self.num_devices = len(self.devices)
+    self.batch_size = config.batch_size
+    self.local_batch = per_device_batch(config.batch_size, self.num_devices)
+    self.nz = config.nz
+    self.rng_impl = config.rng_impl
+    self.mode = resolve_mode(config.iteration_mode)
+    self._critic_step = functools.partial(
+        steps.critic_step, clip=config.clip, clip_when=config.clip_when,
+        axis_name=AXIS)
+    self._generator_step = functools.partial(steps.generator_step,
+                                             axis_name=AXIS)
+    self._fused: dict[int, Callable] = {}
+    pmap = functools.partial(jax.pmap, axis_name=AXIS, devices=self.devices,
+                             donate_argnums=(0,))
+    self._p_critic = pmap(self._one_critic_step)
+    self._p_generator = pmap(self._one_generator_step,
+                             static_broadcasted_argnums=(1,))
+    self._pmap = pmap
+
+  # Per-device pieces (traced under pmap).
+
+  def _latents(self, state: WGANState, j):
+    key = jax.random.wrap_key_data(state.rng, impl=self.rng_impl)
+    key = jax.random.fold_in(jax.random.fold_in(key, state.gen_iter), j)
+    z = jax.random.normal(key, (self.batch_size, self.nz), jnp.float32)
+    start = jax.lax.axis_index(AXIS) * self.local_batch
+    return jax.lax.dynamic_slice_in_dim(z, start, self.local_batch)
+
+  @staticmethod
+  def _reals(data, batch):
+    return to_float_images(batch if data is None else data[batch])
+
+  def _one_critic_step(self, state, data, batch, j):
+    return self._critic_step(state, self._reals(data, batch),
+                             self._latents(state, j))
+
+  def _one_generator_step(self, state, n_critic):
+    return self._generator_step(state, self._latents(state, n_critic))
+
+  def _iteration(self, state, data, batches, *, unroll: bool):
+    n_critic = batches.shape[0]
+    if unroll:
+      for j in range(n_critic):
+        state, c_metrics = self._one_critic_step(state, data, batches[j], j)
+    else:
+      def body(state, xs):
+        batch, j = xs
+        return self._one_critic_step(state, data, batch, j)
+      state, c_metrics = jax.lax.scan(body, state,
+                                      (batches, jnp.arange(n_critic)))
+      c_metrics = jax.tree.map(lambda m: m[-1], c_metrics)
+    state, g_metrics = self._one_generator_step(state, n_critic)
+    return state, {**c_metrics, **g_metrics}
+
+  def _fused_for(self, n_critic: int) -> Callable:
+    if n_critic not in self._fused:
+      self._fused[n_critic] = self._pmap(functools.partial(
+          self._iteration, unroll=self.mode == 'unroll'))
+    return self._fused[n_critic]
+
+  def __call__(self, state, data, batches):
+    n_critic = batches.shape[1]
+    if self.mode == 'steps':
+      metrics = None
+      for j in range(n_critic):
+        state, metrics = self._p_critic(
+            state, data, batches[:, j], np.full(self.num_devices, j, np.int32))
+      state, g_metrics = self._p_generator(state, n_critic)
+      metrics = {**metrics, **g_metrics}
+    else:
+      state, metrics = self._fused_for(n_critic)(state, data, batches)
+    return state, metrics
+
