@@ -239,6 +239,8 @@ def test_reference_statistics_are_cached_per_network(tmp_path):
   assert calls == [1]
   assert np.abs(other.mu - stats.mu).max() > 1e-3
   assert fid.Statistics.load(path)[1]['network'] == _extractor(seed=1).fingerprint
+  with pytest.raises(UserError, match='other Inception weights'):
+    fid.fid_for_generator(fid.images_sample_fn(images), path, ext, num=4)
 
 
 def test_fid_for_generator_against_images_and_statistics():

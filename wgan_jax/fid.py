@@ -345,7 +345,11 @@ def _as_statistics(reference, extractor: FeatureExtractor) -> Statistics:
   if isinstance(reference, Statistics):
     return reference
   if isinstance(reference, (str, os.PathLike)):
-    return Statistics.load(os.fspath(reference))[0]
+    stats, meta = Statistics.load(os.fspath(reference))
+    if meta.get('network', extractor.fingerprint) != extractor.fingerprint:
+      raise UserError(f'{os.fspath(reference)} was computed with other Inception '
+                      'weights or preprocessing; delete it to compute it again.')
+    return stats
   images = np.asarray(reference)
   inception.check_images(images.shape)
   return Statistics.of(extractor.of_batches([images]))
