@@ -200,9 +200,10 @@ def _make_folder(root):
   return 9  # images that can be read
 
 
-def test_folder_of_mixed_images(tmp_path, caplog):
+def test_folder_of_mixed_images(tmp_path, caplog, monkeypatch):
   root = tmp_path / 'images'
   readable = _make_folder(root)
+  monkeypatch.setattr(image_data, 'CHUNK', 2)  # many chunks, in and out of the window
   config = tiny_config(f'folder:{root}')
   with caplog.at_level(logging.WARNING):
     data = input_pipeline.get_dataset(config)

@@ -26,6 +26,7 @@ import dataclasses
 import difflib
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import threading
@@ -129,7 +130,7 @@ def _fill(out: np.ndarray, count: int, load: Callable[[int], object], spec: Spec
   with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm(
       total=count, desc=desc, unit='img', mininterval=2.0, leave=False) as bar:
     # A bounded window of chunks in flight keeps memory at a few chunks.
-    window = [pool.submit(work, s) for s, _ in zip(starts, range(2 * workers))]
+    window = [pool.submit(work, s) for s in itertools.islice(starts, 2 * workers)]
     while window:
       pixels, failed = window.pop(0).result()
       nxt = next(starts, None)
