@@ -350,13 +350,13 @@ def _image_key(builder) -> str:
   return 'image' if 'image' in keys else keys[0]
 
 
-def _celeba_manual_dir(data_dir: str) -> str:
+def _manual_dir(data_dir: str) -> str:
   return os.path.join(data_dir, 'downloads', 'manual')
 
 
 def celeba_instructions(data_dir: str) -> str:
   return (f'put the five CelebA files ({", ".join(CELEBA_FILES)}) from the CelebA '
-          f'page in {_celeba_manual_dir(data_dir)}, or extract img_align_celeba.zip '
+          f'page in {_manual_dir(data_dir)}, or extract img_align_celeba.zip '
           'and pass --dataset=folder:PATH/img_align_celeba --crop=108')
 
 
@@ -364,21 +364,25 @@ def _prepare(builder, name: str, data_dir: str) -> None:
   """Downloads and prepares a tfds dataset, turning failures into UserErrors."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tensorflow_datasets.core.download import download_manager  # pylint: disable=g-import-not-at-top
-  if name == 'celeb_a':
-    fix = celeba_instructions(data_dir)
-  else:
-    fix = (f'check the network, or prepare it where there is one and copy '
-           f'{os.path.join(data_dir, name.split("/")[0])} to this machine')
+  copy = os.path.join(data_dir, name.split('/')[0])
   if not have_tensorflow():
+    if name == 'celeb_a':
+      fix = f'{celeba_instructions(data_dir)} (both read without TensorFlow)'
+    else:
+      fix = f'prepare it where TensorFlow is installed and copy {copy} here'
     raise UserError(f'{name} is not prepared in {data_dir}, and tensorflow-datasets '
                     'needs TensorFlow to prepare it (reading needs none): pip install '
                     f'tensorflow, or {fix}.')
+  if name == 'celeb_a':
+    fix = celeba_instructions(data_dir)
+  else:
+    fix = f'check the network, or prepare it where there is one and copy {copy} here'
   logging.info('Downloading and preparing %s in %s (once).', name, data_dir)
   try:
     builder.download_and_prepare(
         file_format='array_record',
         download_config=tfds.download.DownloadConfig(
-            manual_dir=_celeba_manual_dir(data_dir)))
+            manual_dir=_manual_dir(data_dir)))
   except (download_manager.NonMatchingChecksumError, tfds.download.DownloadError,
           OSError, AssertionError) as e:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
@@ -427,7 +431,7 @@ def tfds_pixels(name: str, split: str, spec: Spec, data_dir: str = '',
 # CelebA from its own files, without TensorFlow.
 
 def celeba_files_present(data_dir: str) -> bool:
-  manual = _celeba_manual_dir(data_dir)
+  manual = _manual_dir(data_dir)
   return all(os.path.exists(os.path.join(manual, f)) for f in CELEBA_FILES[:2])
 
 
@@ -436,7 +440,7 @@ def celeba_manual_pixels(data_dir: str, split: str, spec: Spec,
   """CelebA's aligned images read from img_align_celeba.zip, the split chosen by
   list_eval_partition.txt (train, validation, test, joined with +, or all);
   the images of a split in the order of their names, as tfds generates them."""
-  manual = _celeba_manual_dir(data_dir)
+  manual = _manual_dir(data_dir)
   archive = os.path.join(manual, CELEBA_FILES[0])
   parts = split.split('+')
   if split != 'all' and not set(parts) <= set(CELEBA_SPLITS):
