@@ -147,7 +147,8 @@ def test_cli_takes_a_config_file(tmp_path):
 
 
 @pytest.mark.parametrize('args, env_extra, message', [
-    (['--dataset=cifar'], None, 'unknown dataset'),
+    (['--dataset=cifar'], None, "unknown dataset 'cifar'. Did you mean cifar10"),
+    (['--dataset=folder:/no/such/folder'], None, 'folder:/no/such/folder: no such directory'),
     (['--image_size=24'], None, 'multiple of 16'),
     (['--batch_size=-4'], None, 'must be positive'),
     (['--batch_size=9'], {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'},
@@ -159,6 +160,26 @@ def test_cli_errors_are_one_line_with_exit_status_2(tmp_path, args, env_extra, m
   assert 'Traceback' not in result.stderr
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and message in last
+
+
+def test_cli_trains_on_a_folder_of_images_fed_from_the_host(tmp_path):
+  images = tmp_path / 'images'
+  rng = np.random.default_rng(0)
+  for i in range(12):
+    (images / str(i % 3)).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
+        images / str(i % 3) / f'{i}.png')
+  (images / 'README').write_text('not an image')
+  result = _cli(f'--workdir={tmp_path / "run"}', f'--dataset=folder:{images}',
+                '--data_on_device=false', '--generator=mlp', '--critic=mlp', '--ngf=16',
+                '--ndf=16', *TINY_FLAGS)
+  assert result.returncode == 0, result.stderr
+  assert 'Skipped 1 of 13 files' in result.stderr
+  assert 'Feeding the 12 examples' in result.stderr
+  assert len(writers.read_metrics(str(tmp_path / 'run' / 'metrics.jsonl'))) == 2
+  with Image.open(tmp_path / 'run' / 'samples' / 'real.png') as im:
+    assert im.mode == 'RGB'
+  assert any(f.endswith('.npy') for f in os.listdir(images / '.wgan_jax_cache'))
 
 
 def test_cli_refuses_an_unwritable_workdir(tmp_path):

@@ -23,10 +23,21 @@ _DEFAULTS = configs.default.get_config()
 
 # One flag per config field a user is likely to set: (kind, field, help).
 CONFIG_FLAGS = (
-    ('string', 'dataset', 'Dataset: digits | gaussians8 | gaussians25 | swissroll'),
-    ('string', 'data_dir', 'Where datasets that need files keep them'),
+    ('string', 'dataset',
+     'Dataset: digits | gaussians8 | gaussians25 | swissroll (embedded), a '
+     'tensorflow-datasets image dataset (celeb_a, cifar10, mnist, fashion_mnist, '
+     'lsun/bedroom, ...) or folder:PATH (every image under PATH)'),
+    ('string', 'data_dir',
+     "tensorflow-datasets' data_dir ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)"),
+    ('string', 'split', 'tensorflow-datasets split: train | test | train+test | all | ...'),
     ('integer', 'image_size', 'Image height and width; a multiple of 16 for DCGAN models'),
-    ('integer', 'channels', "Image channels; 0 keeps the dataset's"),
+    ('integer', 'channels', "Image channels (1 grey, 3 colour); 0 keeps the dataset's"),
+    ('integer', 'crop',
+     'Side of the centred square cut from each image before resizing; 0 = the largest'),
+    ('string', 'cache_dir',
+     "Where decoded images are cached ('' = beside the data)"),
+    ('string', 'data_on_device',
+     'Keep the whole dataset on each device: auto (where it fits) | true | false'),
     ('integer', 'batch_size', 'Global batch size, split over the devices'),
     ('integer', 'nz', 'Size of the latent vector z'),
     ('integer', 'ngf', 'Generator width'),

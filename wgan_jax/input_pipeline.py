@@ -1,7 +1,8 @@
 """Datasets and the order in which their examples are used.
 
-A ``Dataset`` is an array of examples in memory: images (N, H, W, C) in
-[-1, 1], or 2-D points (N, 2). The embedded ones need no download:
+A ``Dataset`` is an array of examples: images (N, H, W, C), float32 in
+[-1, 1] or uint8 pixels, or 2-D points (N, 2). The embedded ones need no
+download:
 
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images),
   resized to the image size, white on black.
@@ -10,18 +11,30 @@ A ``Dataset`` is an array of examples in memory: images (N, H, W, C) in
   mixtures of the Unrolled GAN / VEEGAN / PacGAN papers);
   ``swissroll``: scikit-learn's swiss roll (noise 0.25) in the plane, / 7.5.
 
+Any other name is a tensorflow-datasets image dataset (``celeb_a``,
+``cifar10``, ``mnist``, ``lsun/bedroom``, ...), and ``folder:PATH`` is every
+image under PATH; ``image_data`` decodes those once into cached uint8 pixels.
+
 Examples are used in epochs, each a fresh permutation (the reference's
 shuffling ``DataLoader``); batch k of a run is a pure function of the seed and
-k, so a resumed run sees the same data.
+k, so a resumed run sees the same data. A source hands the batches to the
+devices: ``DeviceResidentSource`` keeps the whole dataset on every device and
+sends only indices; ``HostSource`` gathers batches on the host and puts them
+on the devices ahead of use, from a thread. ``make_source`` chooses
+(``--data_on_device=auto|true|false``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
+import os
+import queue
+import threading
+import weakref
 
 import numpy as np
+from absl import logging
 
 from wgan_jax.errors import UserError
 
@@ -59,7 +72,9 @@ DATA_SEED = 1234  # fixed, so every run and seed trains on the same points
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   name: str
-  examples: np.ndarray  # (N, *data_shape), float32 in [-1, 1] for images
+  # (N, *data_shape): float32 in [-1, 1] or uint8 pixels for images (from
+  # files: a read-only memory map of the cache, read as batches are drawn).
+  examples: np.ndarray
 
   @property
   def data_shape(self) -> tuple[int, ...]:
@@ -109,10 +124,20 @@ def get_dataset(config) -> Dataset:
     return Dataset(name, MIXTURES[name].sample(TOY_SIZE, rng))
   if name == 'swissroll':
     return Dataset(name, load_swissroll(TOY_SIZE, DATA_SEED))
-  close = difflib.get_close_matches(name, EMBEDDED, n=3, cutoff=0.5)
-  hint = f' Did you mean {", ".join(close)}?' if close else ''
-  raise UserError(f'unknown dataset {name!r}.{hint} '
-                  f'Embedded datasets: {", ".join(EMBEDDED)}.')
+  from wgan_jax import image_data  # pylint: disable=g-import-not-at-top
+  if config.channels not in (0, 1, 3):
+    raise UserError(f'--channels={config.channels}: images from files have 1 or 3 '
+                    'channels (0 keeps the dataset\'s own).')
+  if config.crop < 0:
+    raise UserError(f'--crop={config.crop}: must not be negative (0 = the largest square).')
+  spec = image_data.Spec(config.image_size, config.channels, config.crop)
+  if name.startswith('folder:'):
+    pixels = image_data.folder_pixels(name[len('folder:'):], spec,
+                                      cache_dir=config.cache_dir)
+  else:
+    pixels = image_data.tfds_pixels(name, config.split, spec, config.data_dir,
+                                    config.cache_dir, embedded=EMBEDDED)
+  return Dataset(name, pixels)
 
 
 class EpochSampler:
@@ -141,19 +166,183 @@ class EpochSampler:
     return out
 
 
+def _put_replicated(array: np.ndarray, devices) -> 'jax.Array':
+  """A copy of ``array`` on each device, (devices, *shape), laid out as pmap
+  takes it; one transfer per device and no second copy on it."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
+  array = np.asarray(array)[None]
+  shards = [jax.device_put(array, d) for d in devices]
+  return jax.make_array_from_single_device_arrays(
+      (len(devices), *array.shape[1:]), parallel.device_sharding(devices), shards)
+
+
 class DeviceResidentSource:
   """Examples held on every device; a batch travels as indices, never as pixels.
 
   ``batches(first, n)`` gives what ``parallel.TrainIteration`` takes for the
   critic steps [first, first + n) of a run: the resident array and the
-  indices, (devices, n, batch / devices).
+  indices, (devices, n, batch / devices). uint8 pixels stay uint8 on the
+  devices (a quarter of float32) and become floats after the gather.
   """
 
   def __init__(self, dataset: Dataset, batch_size: int, seed: int, devices):
     from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
     self._shard = functools.partial(parallel.shard_batches, num_devices=len(devices))
     self.sampler = EpochSampler(len(dataset), batch_size, seed)
-    self.data = parallel.replicate(dataset.examples, devices)
+    self.data = _put_replicated(dataset.examples, devices)
 
   def batches(self, first_batch: int, num_batches: int):
     return self.data, self._shard(self.sampler.indices(first_batch, num_batches))
+
+
+def gather(examples: np.ndarray, indices: np.ndarray) -> np.ndarray:
+  """examples[indices], read in file order (cheaper on a memory map)."""
+  order = np.argsort(indices, kind='stable')
+  out = np.empty((len(indices), *examples.shape[1:]), examples.dtype)
+  out[order] = examples[indices[order]]
+  return out
+
+
+def _put_batch(examples, sampler: EpochSampler, sharding, num_devices: int, k: int):
+  """Batch k on the devices: (devices, batch / devices, ...)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  batch = gather(examples, sampler.indices(k, 1)[0])
+  return jax.device_put(batch.reshape(num_devices, -1, *batch.shape[1:]), sharding)
+
+
+class _Failure:
+
+  def __init__(self, error: BaseException):
+    self.error = error
+
+
+class _Prefetcher:
+  """A thread that runs ``produce(k)`` for k = first, first + 1, ..., keeping
+  up to ``depth`` results ready."""
+
+  def __init__(self, produce, first: int, depth: int):
+    self.next = first  # the index the next get() returns
+    self._queue: queue.Queue = queue.Queue(depth)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, args=(produce, first),
+                                    name='wgan_jax-prefetch', daemon=True)
+    self._thread.start()
+
+  def _run(self, produce, k: int) -> None:
+    while not self._stop.is_set():
+      try:
+        item = produce(k)
+      except BaseException as e:  # pylint: disable=broad-except
+        item = _Failure(e)  # raised in the consumer, where it can be seen
+      while not self._stop.is_set():
+        try:
+          self._queue.put(item, timeout=0.1)
+          break
+        except queue.Full:
+          continue
+      if isinstance(item, _Failure):
+        return
+      k += 1
+
+  def get(self):
+    item = self._queue.get()
+    if isinstance(item, _Failure):
+      raise item.error
+    self.next += 1
+    return item
+
+  def close(self) -> None:
+    self._stop.set()
+    self._thread.join()
+
+
+class HostSource:
+  """Batches gathered on the host and put on the devices ahead of use.
+
+  A thread gathers batch after batch (in the order ``EpochSampler`` gives,
+  so batch k is the same as in ``DeviceResidentSource``) and puts each on the
+  devices, up to ``prefetch`` batches ahead of the training loop.
+  ``batches(first, n)`` returns ``(None, examples)`` with examples
+  (devices, n, batch / devices, ...), already on the devices. Calls are
+  expected in order (each ``first`` the last ``first + n``); any other
+  ``first`` starts the thread again from there.
+  """
+
+  def __init__(self, dataset: Dataset, batch_size: int, seed: int, devices,
+               prefetch: int = 32):
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
+    parallel.per_device_batch(batch_size, len(devices))
+    self.sampler = EpochSampler(len(dataset), batch_size, seed)
+    sharding = parallel.device_sharding(devices)
+    # A function of the data alone, so that the thread keeps no reference to
+    # this source and dropping the source stops the thread.
+    self._produce = functools.partial(_put_batch, dataset.examples, self.sampler,
+                                      sharding, len(devices))
+    self._stack = jax.jit(lambda *xs: jnp.stack(xs, axis=1), out_shardings=sharding)
+    self._depth = max(1, prefetch)
+    self._prefetcher: _Prefetcher | None = None
+    self._finalizer = None
+
+  def _restart(self, first: int) -> None:
+    self.close()
+    self._prefetcher = _Prefetcher(self._produce, first, self._depth)
+    self._finalizer = weakref.finalize(self, self._prefetcher.close)
+
+  def batches(self, first_batch: int, num_batches: int):
+    if self._prefetcher is None or self._prefetcher.next != first_batch:
+      self._restart(first_batch)
+    parts = [self._prefetcher.get() for _ in range(num_batches)]
+    return None, self._stack(*parts)
+
+  def close(self) -> None:
+    """Stops the thread (also done when the source is garbage collected)."""
+    if self._finalizer is not None:
+      self._finalizer()
+    self._prefetcher = self._finalizer = None
+
+
+# Keep the resident copy to this share of a device's memory, leaving the rest
+# to the model, its activations and XLA's scratch space.
+RESIDENT_SHARE = 0.25
+ON_DEVICE = ('auto', 'true', 'false')
+
+
+def device_memory(devices) -> int:
+  """Bytes each device can hold: the allocator's limit on accelerators; on the
+  CPU, the host's memory shared by the (simulated) devices."""
+  stats = None
+  try:
+    stats = devices[0].memory_stats()
+  except Exception:  # pylint: disable=broad-except
+    pass  # some backends do not report memory
+  if stats and stats.get('bytes_limit'):
+    return int(stats['bytes_limit'])
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // len(devices)
+
+
+def keep_on_device(setting: str, nbytes: int, devices) -> bool:
+  """Whether ``--data_on_device`` puts ``nbytes`` of examples on each device."""
+  setting = str(setting).lower()
+  if setting not in ON_DEVICE:
+    raise UserError(f'--data_on_device={setting!r}: choose auto, true or false.')
+  if setting != 'auto':
+    return setting == 'true'
+  return nbytes <= RESIDENT_SHARE * device_memory(devices)
+
+
+def make_source(dataset: Dataset, config, devices):
+  """The source ``config.data_on_device`` asks for (auto: resident where the
+  examples fit in a quarter of a device's memory, else host-fed)."""
+  nbytes = dataset.examples.nbytes
+  if keep_on_device(config.data_on_device, nbytes, devices):
+    logging.info('Keeping the %d examples (%.1f MB, %s) on each device.',
+                 len(dataset), nbytes / 2**20, dataset.examples.dtype)
+    return DeviceResidentSource(dataset, config.batch_size, config.seed, devices)
+  logging.info('Feeding the %d examples (%.1f MB, %s) from the host, %d batches '
+               'ahead.', len(dataset), nbytes / 2**20, dataset.examples.dtype,
+               config.prefetch_batches)
+  return HostSource(dataset, config.batch_size, config.seed, devices,
+                    prefetch=config.prefetch_batches)

@@ -61,6 +61,14 @@ def replicate(tree, devices: Sequence[jax.Device]):
   return jax.pmap(lambda t: t, axis_name=AXIS, devices=list(devices))(stacked)
 
 
+def device_sharding(devices: Sequence[jax.Device]) -> jax.sharding.Sharding:
+  """The layout of pmap's arrays over ``devices`` (a leading device axis).
+
+  Arrays put on the devices with it go into the pmapped functions as they are.
+  """
+  return replicate(np.zeros((), np.int8), devices).sharding
+
+
 def unreplicate(tree):
   """The first device's copy of a replicated tree (every leaf has a device axis)."""
   return jax.tree.map(lambda x: x.addressable_shards[0].data[0], tree)

@@ -144,8 +144,7 @@ def train(config, workdir: str) -> WGANState:
                len(dataset), dataset.data_shape, iteration.mode)
 
   outputs = Outputs(config, workdir, dataset)
-  source = input_pipeline.DeviceResidentSource(dataset, config.batch_size,
-                                               config.seed, devices)
+  source = input_pipeline.make_source(dataset, config, devices)
   p_state = parallel.replicate(state, devices)
   start = 0
   consumed = steps.critic_steps_before(start, config)

@@ -9,14 +9,18 @@ import numpy as np
 
 
 def image_grid(images: np.ndarray, ncol: int = 8, padding: int = 2) -> np.ndarray:
-  """(N, H, W, C) in [-1, 1] -> one uint8 (rows, cols, C) picture, like torchvision's make_grid."""
+  """(N, H, W, C) in [-1, 1] (or uint8 pixels) -> one uint8 (rows, cols, C)
+  picture, like torchvision's make_grid."""
   n, h, w, c = images.shape
   ncol = min(ncol, n)
   nrow = math.ceil(n / ncol)
   grid = np.zeros((padding + nrow * (h + padding), padding + ncol * (w + padding), c),
                   np.uint8)
-  pixels = np.clip((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5, 0, 255
-                   ).astype(np.uint8)
+  if images.dtype == np.uint8:
+    pixels = np.asarray(images)
+  else:
+    pixels = np.clip((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5, 0, 255
+                     ).astype(np.uint8)
   for i in range(n):
     r, q = divmod(i, ncol)
     y, x = padding + r * (h + padding), padding + q * (w + padding)

@@ -18,11 +18,24 @@ _TOY = dict(generator='mlp', critic='mlp', nz=2, ngf=512, ndf=512,
 # on a 2-core CPU and give recognisable digits.
 _DIGITS = dict(image_size=16, ngf=32, ndf=32, num_gen_iters=1000, sample_every=100)
 
+# CelebA: the reference's defaults (64px, batch 64, ngf = ndf = 64) on all
+# 202,599 aligned faces, centre-cropped to 108x108 before resizing (the DCGAN
+# convention); LSUN bedrooms, the paper's own dataset, takes the defaults as
+# they are.
+_CELEB_A = dict(crop=108, split='all')
+# Small images train near their own size (28px digits resized up to 32, the
+# nearest multiple of 16); the nets keep the reference's widths.
+_SMALL = dict(image_size=32)
+
 PRESETS = {
     'digits': _DIGITS,
     'gaussians8': _TOY,
     'gaussians25': _TOY,
     'swissroll': _TOY,
+    'celeb_a': _CELEB_A,
+    'cifar10': _SMALL,
+    'mnist': _SMALL,
+    'fashion_mnist': _SMALL,
 }
 
 

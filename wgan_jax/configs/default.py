@@ -14,10 +14,18 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   # Data.
-  c.dataset = 'digits'  # digits | gaussians8 | gaussians25 | swissroll
-  c.data_dir = ''  # where datasets that need files keep them
+  # digits | gaussians8 | gaussians25 | swissroll (embedded), a
+  # tensorflow-datasets name (celeb_a, cifar10, mnist, lsun/bedroom, ...), or
+  # folder:PATH (every image under PATH)
+  c.dataset = 'digits'
+  c.data_dir = ''  # tensorflow-datasets' data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.split = 'train'  # tensorflow-datasets split: train, test, train+test, all, ...
   c.image_size = 64  # DCGAN models need a multiple of 16
   c.channels = 0  # image channels; 0 = the dataset's own
+  c.crop = 0  # centred square cut before resizing; 0 = the largest (108 for CelebA)
+  c.cache_dir = ''  # where decoded images are cached; '' = beside the data
+  c.data_on_device = 'auto'  # auto | true | false: keep the dataset on each device
+  c.prefetch_batches = 32  # host-fed batches put on the devices ahead of use
 
   # Models.
   c.generator = 'dcgan'  # dcgan | mlp
