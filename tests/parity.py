@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 
@@ -156,7 +155,9 @@ def forward_deviations(config, seed=0, batch=4) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------
-# Training.
+# Training. Each side's run is reduced to the same form, in our layout and
+# with our names: {'generator_params': tree, ..., 'critic_opt_nu': tree} and
+# losses {'critic_loss': [...], 'critic_real': [...], ...}.
 
 
 def reference_trainer(config, net_g, net_d):
@@ -176,46 +177,44 @@ def _slots(opt_state) -> dict:
   raise ValueError(opt_state)
 
 
-_TORCH_SLOT = {'nu': {'rmsprop': 'square_avg', 'adam': 'exp_avg_sq'},
-               'mu': {'adam': 'exp_avg'}}
+def ours_as_trees(state) -> dict:
+  trees = {}
+  for role in ('generator', 'critic'):
+    ts = getattr(state, role)
+    trees[f'{role}_params'] = ts.params
+    trees[f'{role}_batch_stats'] = ts.batch_stats
+    for slot, tree in _slots(ts.opt_state).items():
+      trees[f'{role}_opt_{slot}'] = tree
+  return trees
 
 
-def _torch_slots(trainer, role, config, data_shape) -> dict:
-  """The torch optimiser's moments in our layout (the critic's first moment
-  changes sign with the last layer; its second moment does not)."""
-  net = trainer.netG if role == 'generator' else trainer.netD
-  optimizer = trainer.optimizerG if role == 'generator' else trainer.optimizerD
-  result = {}
-  for slot, names in _TORCH_SLOT.items():
-    if config.optimizer not in names:
-      continue
-    tensors = state_dict(net)  # buffers too, so the converter sees a whole file
-    for name, p in net.named_parameters():
-      tensors[name] = optimizer.state[p][names[config.optimizer]].numpy().copy()
-    if role == 'generator':
-      converted = torch_import.generator_variables(tensors, config, data_shape)
-    else:
-      converted = torch_import.critic_variables(tensors, config, data_shape,
-                                                negate_last=slot == 'mu')
-    result[slot] = converted['params']
-  return result
+# The torch optimisers' names for optax's moments.
+_TORCH_SLOT = {'square_avg': 'nu', 'exp_avg_sq': 'nu', 'exp_avg': 'mu'}
 
 
-def compare_states(state, trainer, config, data_shape) -> dict[str, float]:
-  result = {}
+def reference_as_trees(trainer, config, data_shape) -> dict:
+  """The reference's nets and optimiser moments, converted to our layout (the
+  critic's first moment changes sign with its last layer; the second does not)."""
+  trees = {}
   for role in ('generator', 'critic'):
     net = trainer.netG if role == 'generator' else trainer.netD
+    optimizer = trainer.optimizerG if role == 'generator' else trainer.optimizerD
     convert = (torch_import.generator_variables if role == 'generator'
                else torch_import.critic_variables)
-    theirs = convert(state_dict(net), config, data_shape)
-    ours = getattr(state, role)
-    result[f'{role}_params'] = tree_deviation(ours.params, theirs['params'])
-    result[f'{role}_batch_stats'] = tree_deviation(ours.batch_stats,
-                                                   theirs['batch_stats'])
-    ours_slots = _slots(ours.opt_state)
-    for slot, tree in _torch_slots(trainer, role, config, data_shape).items():
-      result[f'{role}_opt_{slot}'] = tree_deviation(ours_slots[slot], tree)
-  return result
+    variables = convert(state_dict(net), config, data_shape)
+    trees[f'{role}_params'] = variables['params']
+    trees[f'{role}_batch_stats'] = variables['batch_stats']
+    first = next(iter(net.parameters()))
+    for torch_slot, slot in _TORCH_SLOT.items():
+      if torch_slot not in optimizer.state[first]:
+        continue
+      tensors = state_dict(net)  # with the buffers: the converter wants a whole file
+      for name, p in net.named_parameters():
+        tensors[name] = optimizer.state[p][torch_slot].numpy().copy()
+      kwargs = {} if role == 'generator' else {'negate_last': slot == 'mu'}
+      trees[f'{role}_opt_{slot}'] = convert(tensors, config, data_shape,
+                                            **kwargs)['params']
+  return trees
 
 
 def _loss_deviation(ours, theirs, scale=None) -> float:
@@ -226,12 +225,22 @@ def _loss_deviation(ours, theirs, scale=None) -> float:
   return float(np.max(np.abs(ours - theirs)) / scale)
 
 
-def _critic_loss_deviation(ours, theirs) -> float:
-  """Loss_D = D(real) - D(fake) is a difference of two nearly equal numbers
-  (both ~1e-2, their difference down to ~1e-6): its rounding error is that of
-  its terms, so it is measured against their scale."""
-  scale = max(np.max(np.abs(theirs['errD_real'])), np.max(np.abs(theirs['errD_fake'])))
-  return _loss_deviation(ours, theirs['errD'], scale)
+def compare_runs(ours_trees, ours_losses, their_trees, their_losses) -> dict:
+  """Deviations of every tree and of the losses. Loss_D = D(real) - D(fake) is
+  a difference of two nearly equal numbers (both ~1e-2, it down to ~1e-6): its
+  rounding error is that of its terms, so it is measured against their scale."""
+  assert set(ours_trees) == set(their_trees), (set(ours_trees), set(their_trees))
+  result = {k: tree_deviation(ours_trees[k], their_trees[k]) for k in ours_trees}
+  terms = max(np.max(np.abs(their_losses['critic_real'])),
+              np.max(np.abs(their_losses['critic_fake'])))
+  result['critic_loss'] = _loss_deviation(ours_losses['critic_loss'],
+                                          their_losses['critic_loss'], terms)
+  result['critic_real_fake'] = max(
+      _loss_deviation(ours_losses[k], their_losses[k]) for k in ('critic_real',
+                                                                 'critic_fake'))
+  result['generator_loss'] = _loss_deviation(ours_losses['generator_loss'],
+                                             their_losses['generator_loss'])
+  return result
 
 
 def _moved(state, initial) -> float:
@@ -242,6 +251,7 @@ def _moved(state, initial) -> float:
 
 
 def _perturb(*nets):
+  """Every weight x (1 +- 2^-23): one float32 rounding step."""
   rng = np.random.default_rng(1234)
   with torch.no_grad():
     for net in nets:
@@ -250,112 +260,136 @@ def _perturb(*nets):
         p.mul_(torch.from_numpy(factor.astype(np.float32)))
 
 
-def _real_batches(config, data_shape, count, seed):
-  rng = np.random.default_rng(seed + 1)
-  if len(data_shape) == 1:
-    return rng.normal(0, 1, (count, config.batch_size, *data_shape)).astype(np.float32)
-  return rng.uniform(-1, 1, (count, config.batch_size, *data_shape)).astype(np.float32)
-
-
-def train_side_by_side(config, num_gen_iters=6, seed=0, oracle_config=None,
-                       perturb_reference=False) -> dict[str, float]:
-  """``num_gen_iters`` generator iterations (with their critic schedule) through
-  ``steps.critic_step``/``generator_step`` and through the reference loop, on
-  the same batches and latents; returns the deviations of the final states
-  and of the per-step losses.
-
-  ``oracle_config`` runs the reference with other settings (to show what a
-  real difference looks like); ``perturb_reference`` multiplies the
-  reference's initial weights by 1 +- 2^-23 (one float32 rounding step), which
-  measures how much the training dynamics amplify rounding noise.
-  """
-  data_shape = data_shape_of(config)
-  net_g, net_d = torch_models(config, data_shape, seed)
-  state = torch_import.state_from_reference(
-      state_dict(net_g), state_dict(net_d), config, root_key(config),
-      data_shape=data_shape)
-  initial = state
-  if perturb_reference:
-    _perturb(net_g, net_d)
-  trainer = reference_trainer(oracle_config or config, net_g, net_d)
+def _inputs(config, data_shape, num_gen_iters, seed):
+  """The schedule's critic counts, the real batches and the latents (one per
+  critic step, then one per generator step, in the order they are used)."""
   counts = [steps.critic_iterations(i, config) for i in range(num_gen_iters)]
-  reals = _real_batches(config, data_shape, sum(counts), seed)
-  rng = np.random.default_rng(seed + 2)
+  rng = np.random.default_rng(seed + 1)
+  shape = (sum(counts), config.batch_size, *data_shape)
+  if len(data_shape) == 1:
+    reals = rng.normal(0, 1, shape).astype(np.float32)
+  else:
+    reals = rng.uniform(-1, 1, shape).astype(np.float32)
   latents = rng.standard_normal((sum(counts) + num_gen_iters, config.batch_size,
                                  config.nz)).astype(np.float32)
+  return counts, reals, latents
+
+
+_LOSS_NAMES = ('critic_loss', 'critic_real', 'critic_fake', 'generator_loss')
+
+
+def run_ours(config, state, inputs):
+  counts, reals, latents = inputs
   critic_step = jax.jit(functools.partial(
       steps.critic_step, clip=config.clip, clip_when=config.clip_when))
   generator_step = jax.jit(steps.generator_step)
-  ours = {k: [] for k in ('critic_loss', 'critic_real', 'critic_fake', 'generator_loss')}
-  theirs = {k: [] for k in ('errD', 'errD_real', 'errD_fake', 'errG')}
-  real_i, z_i = 0, 0
+  losses = {k: [] for k in _LOSS_NAMES}
+  reals, latents = iter(reals), iter(latents)
   for n in counts:
-    assert trainer.critic_iterations() == n  # the schedules agree
     for _ in range(n):
-      state, m = critic_step(state, reals[real_i], latents[z_i])
-      logs = trainer.critic_step(to_torch(reals[real_i]), torch.from_numpy(latents[z_i]))
+      state, m = critic_step(state, next(reals), next(latents))
       for k in ('critic_loss', 'critic_real', 'critic_fake'):
-        ours[k].append(float(m[k]))
-      for k in ('errD', 'errD_real', 'errD_fake'):
-        theirs[k].append(logs[k])
-      real_i, z_i = real_i + 1, z_i + 1
-    state, m = generator_step(state, latents[z_i])
-    ours['generator_loss'].append(float(m['generator_loss']))
-    theirs['errG'].append(trainer.generator_step(torch.from_numpy(latents[z_i]))['errG'])
-    z_i += 1
-  result = compare_states(state, trainer, config, data_shape)
-  # Loss_D = critic_loss and Loss_G = generator_loss; the reference's
-  # per-pass scores are ours negated.
-  result['critic_loss'] = _critic_loss_deviation(ours['critic_loss'], theirs)
-  result['critic_real_fake'] = max(
-      _loss_deviation(ours['critic_real'], -np.asarray(theirs['errD_real'])),
-      _loss_deviation(ours['critic_fake'], -np.asarray(theirs['errD_fake'])))
-  result['generator_loss'] = _loss_deviation(ours['generator_loss'], theirs['errG'])
-  result['steps'] = (sum(counts), num_gen_iters)
+        losses[k].append(float(m[k]))
+    state, m = generator_step(state, next(latents))
+    losses['generator_loss'].append(float(m['generator_loss']))
+  return state, losses
+
+
+def run_reference(trainer, inputs):
+  """The reference loop on the inputs; its losses in our names and sign."""
+  counts, reals, latents = inputs
+  losses = {k: [] for k in _LOSS_NAMES}
+  reals, latents = iter(reals), iter(latents)
+  for n in counts:
+    assert trainer.critic_iterations() == n  # the two schedules agree
+    for _ in range(n):
+      logs = trainer.critic_step(to_torch(next(reals)), torch.from_numpy(next(latents)))
+      # Loss_D is critic_loss; the per-pass scores are ours negated.
+      losses['critic_loss'].append(logs['errD'])
+      losses['critic_real'].append(-logs['errD_real'])
+      losses['critic_fake'].append(-logs['errD_fake'])
+    losses['generator_loss'].append(
+        trainer.generator_step(torch.from_numpy(next(latents)))['errG'])
+  return losses
+
+
+def train_side_by_side(config, num_gen_iters=6, seed=0, oracle_config=None
+                       ) -> dict[str, float]:
+  """``num_gen_iters`` generator iterations (with their critic schedule) through
+  ``steps.critic_step``/``generator_step`` and through the reference loop, on
+  the same batches and latents; returns the deviations of the final states
+  and of the per-step losses. ``oracle_config`` runs the reference with other
+  settings (to show what a real difference looks like)."""
+  data_shape = data_shape_of(config)
+  net_g, net_d = torch_models(config, data_shape, seed)
+  initial = torch_import.state_from_reference(
+      state_dict(net_g), state_dict(net_d), config, root_key(config),
+      data_shape=data_shape)
+  inputs = _inputs(config, data_shape, num_gen_iters, seed)
+  state, ours = run_ours(config, initial, inputs)
+  trainer = reference_trainer(oracle_config or config, net_g, net_d)
+  theirs = run_reference(trainer, inputs)
+  result = compare_runs(ours_as_trees(state), ours,
+                        reference_as_trees(trainer, config, data_shape), theirs)
+  result['steps'] = (sum(inputs[0]), num_gen_iters)
   result['moved'] = _moved(state, initial)
+  return result
+
+
+def reference_noise_floor(config, num_gen_iters=6, seed=0) -> dict[str, float]:
+  """The reference against itself, its initial weights moved by one float32
+  rounding step: how much the training dynamics amplify rounding alone."""
+  data_shape = data_shape_of(config)
+  inputs = _inputs(config, data_shape, num_gen_iters, seed)
+  runs = []
+  for perturb in (False, True):
+    net_g, net_d = torch_models(config, data_shape, seed)
+    if perturb:
+      _perturb(net_g, net_d)
+    trainer = reference_trainer(config, net_g, net_d)
+    losses = run_reference(trainer, inputs)
+    runs.append((reference_as_trees(trainer, config, data_shape), losses))
+  result = compare_runs(*runs[1], *runs[0])
+  result['steps'] = (sum(inputs[0]), num_gen_iters)
   return result
 
 
 def train_iteration_side_by_side(config, num_gen_iters=3, seed=0) -> dict[str, float]:
   """As ``train_side_by_side``, through ``parallel.TrainIteration`` on one
   device, which draws the latents itself: the reference gets the same ones,
-  drawn by the rule parallel.py documents."""
+  drawn by the rule parallel.py documents. Only the last critic step's
+  losses of each generator iteration come back from it."""
   data_shape = data_shape_of(config)
   net_g, net_d = torch_models(config, data_shape, seed)
   devices = jax.local_devices()[:1]
-  state = torch_import.state_from_reference(
+  initial = torch_import.state_from_reference(
       state_dict(net_g), state_dict(net_d), config, root_key(config),
       data_shape=data_shape, axis_name=parallel.AXIS)
-  initial = state
   trainer = reference_trainer(config, net_g, net_d)
   iteration = parallel.TrainIteration(config, devices)
-  p_state = parallel.replicate(state, devices)
-  base = jax.random.wrap_key_data(state.rng, impl=config.rng_impl)
-  counts = [steps.critic_iterations(i, config) for i in range(num_gen_iters)]
-  reals = _real_batches(config, data_shape, sum(counts), seed)
-  ours, theirs, used = [], [], 0
+  p_state = parallel.replicate(initial, devices)
+  base = jax.random.wrap_key_data(initial.rng, impl=config.rng_impl)
+  counts, reals, _ = _inputs(config, data_shape, num_gen_iters, seed)
+  ours = {k: [] for k in _LOSS_NAMES}
+  theirs = {k: [] for k in _LOSS_NAMES}
+  used = 0
   for i, n in enumerate(counts):
     batches = reals[used:used + n]
     p_state, metrics = iteration(p_state, None, batches[None])
-    ours.append({k: float(v[0]) for k, v in jax.device_get(metrics).items()})
+    for k, v in jax.device_get(metrics).items():
+      if k in ours:
+        ours[k].append(float(v[0]))
     key = jax.random.fold_in(base, i)
-    zs = iter(np.array(jax.random.normal(jax.random.fold_in(key, j),
-                                           (config.batch_size, config.nz)))
-              for j in range(n + 1))
-    real_iter = iter(batches)
-    theirs.append(trainer.iteration(lambda: to_torch(next(real_iter)),
-                                    lambda: torch.from_numpy(next(zs))))
+    latents = [np.array(jax.random.normal(jax.random.fold_in(key, j),
+                                          (config.batch_size, config.nz)))
+               for j in range(n + 1)]
+    logs = run_reference(trainer, ([n], batches, np.stack(latents)))
+    for k in theirs:
+      theirs[k].append(logs[k][-1])
     used += n
   state = parallel.unreplicate(p_state)
-  result = compare_states(state, trainer, config, data_shape)
-  theirs = {k: [m[k] for m in theirs] for k in theirs[0]}
-  result['critic_loss'] = _critic_loss_deviation([m['critic_loss'] for m in ours],
-                                                 theirs)
-  result['critic_real_fake'] = max(
-      _loss_deviation([m['critic_real'] for m in ours], -np.asarray(theirs['errD_real'])),
-      _loss_deviation([m['critic_fake'] for m in ours], -np.asarray(theirs['errD_fake'])))
-  result['generator_loss'] = _loss_deviation([m['generator_loss'] for m in ours],
-                                             theirs['errG'])
+  result = compare_runs(ours_as_trees(state), ours,
+                        reference_as_trees(trainer, config, data_shape), theirs)
   result['steps'] = (sum(counts), num_gen_iters)
   result['moved'] = _moved(state, initial)
   return result
@@ -364,4 +398,3 @@ def train_iteration_side_by_side(config, num_gen_iters=3, seed=0) -> dict[str, f
 def largest(result: dict) -> float:
   """The largest deviation of a result (ignoring the bookkeeping entries)."""
   return max(v for k, v in result.items() if k not in ('steps', 'moved'))
-

@@ -181,23 +181,31 @@ def _load_zip(path: str):
   return result
 
 
+class _PlainUnpickler(pickle.Unpickler):
+  """For the format's own records (numbers, dicts, lists): no classes at all."""
+
+  def find_class(self, module, name):
+    raise _Refused(f'a pickled {module}.{name}')
+
+
 def _load_legacy(path: str):
   with open(path, 'rb') as f:
     try:
-      magic = pickle.load(f)
-    except Exception:  # any byte soup: not a pickle at all
+      magic = _PlainUnpickler(f).load()
+    except Exception:  # any byte soup, or some other pickle: not torch's
       magic = None
     if magic != _MAGIC_NUMBER:
       raise UserError(f'{path} is not a PyTorch file (torch.save); expected a '
                       "state_dict such as the reference's netG_epoch_N.pth.")
-    if pickle.load(f) != _LEGACY_PROTOCOL:
+    if _PlainUnpickler(f).load() != _LEGACY_PROTOCOL:
       raise UserError(f'{path}: an unknown PyTorch file version; load it with '
                       'torch.load and save it again with torch.save.')
-    sys_info = pickle.load(f)
-    byteorder = 'little' if sys_info.get('little_endian', True) else 'big'
+    sys_info = _PlainUnpickler(f).load()
+    little = not isinstance(sys_info, dict) or sys_info.get('little_endian', True)
+    byteorder = 'little' if little else 'big'
     unpickler = _Unpickler(f, byteorder)
     result = unpickler.load()
-    keys = pickle.load(f)
+    keys = _PlainUnpickler(f).load()
     for key in keys:
       storage = unpickler.storages[str(key)]
       numel = int(np.frombuffer(f.read(8), '<i8')[0])
@@ -228,13 +236,17 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
       result = _load_legacy(path)
   except _Refused as e:
     raise UserError(f'{path} holds {e}, not a state_dict; {_SAVE_HINT}.') from None
-  except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+  except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, KeyError,
+          ValueError) as e:
     raise UserError(f'{path} is damaged or not a PyTorch file ({e}); expected '
                     'a state_dict saved with torch.save.') from None
   if not isinstance(result, Mapping) or not all(
       isinstance(k, str) and isinstance(v, _Tensor) for k, v in result.items()):
-    what = (f'a dict with keys {", ".join(map(repr, list(result)[:5]))}'
-            if isinstance(result, Mapping) else f'a {type(result).__name__}')
+    if isinstance(result, Mapping):
+      what = f'a dict with keys {", ".join(map(repr, list(result)[:5]))}'
+    else:
+      what = 'a single tensor' if isinstance(result, _Tensor) else \
+          f'a {type(result).__name__}'
     raise UserError(f'{path} holds {what}, not a state_dict (parameter name -> '
                     f'tensor); {_SAVE_HINT}.')
   if not result:
@@ -415,7 +427,8 @@ class Architecture:
            ('critic', 'dcgan'): 'DCGAN critic (netD)',
            ('generator', 'mlp'): 'MLP generator (netG)',
            ('critic', 'mlp'): 'MLP critic (netD)'}[self.role, self.kind]
-    return f'a {net} for {data}, {", ".join(parts)}'
+    article = 'an' if self.kind == 'mlp' else 'a'
+    return f'{article} {net} for {data}, {", ".join(parts)}'
 
 
 _DCGAN_NAME = re.compile(
@@ -511,9 +524,12 @@ def _identify_quietly(state_dict, config) -> Architecture | None:
     return None
 
 
-def _data_shape(config, state_dicts) -> tuple[int, ...]:
-  """The data shape the config describes, filling in what it leaves open
-  (``channels=0``, points in the plane) from the files."""
+def reference_data_shape(config, *sources) -> tuple[int, ...]:
+  """The shape of one example for ``config`` and the reference files
+  ``sources`` (state_dicts or .pth paths): (2,) for an MLP on points in the
+  plane, else (image_size, image_size, channels), with the files' channels
+  where ``config.channels`` is 0. Compare it with the dataset's shape."""
+  state_dicts = [_as_state_dict(s, 'state_dict')[0] for s in sources]
   found = [a for a in (_identify_quietly(sd, config) for sd in state_dicts)
            if a is not None and a.data_shape is not None]
   for arch in found:
@@ -527,8 +543,18 @@ def _data_shape(config, state_dicts) -> tuple[int, ...]:
   return (config.image_size, config.image_size, channels)
 
 
-def _convert(state_dict, entries, data_shape, what: str, expected: str,
+def _agrees(arch: Architecture, config, data_shape, role: str) -> bool:
+  """Whether ``arch`` is the architecture the config asks for."""
+  kind = config.generator if role == 'generator' else config.critic
+  return (arch.role, arch.kind) == (role, kind) and arch.data_shape in (
+      None, tuple(data_shape)) and all(
+          config[k] == v for k, v in arch.fields.items())
+
+
+def _convert(state_dict, config, data_shape, role: str, what: str,
              negate: bool = True) -> dict:
+  layout = _generator_layout if role == 'generator' else _critic_layout
+  entries = layout(config, data_shape)
   missing = [e.key for e in entries if e.key not in state_dict]
   known = {e.key for e in entries}
   extra = [k for k in state_dict
@@ -537,17 +563,20 @@ def _convert(state_dict, entries, data_shape, what: str, expected: str,
            for e in entries
            if e.key in state_dict and tuple(state_dict[e.key].shape) != e.shape]
   if missing or extra or wrong:
-    problems = []
-    for label, items in (('lacks', missing), ('has unexpected', extra),
-                         ('has wrong shapes:', wrong)):
-      if items:
-        more = f' (and {len(items) - 3} more)' if len(items) > 3 else ''
-        problems.append(f'{label} {", ".join(items[:3])}{more}')
-    arch = _identify_quietly(state_dict, _default_config())
-    looks = f'; it looks like {arch.describe()}' if arch else ''
-    raise UserError(f'{what} does not fit {expected}: it {"; ".join(problems)}'
-                    f'{looks}. Pass the matching flags, or let '
-                    'config_from_reference infer them from the files.')
+    arch = _identify_quietly(state_dict, config)
+    if arch is not None and not _agrees(arch, config, data_shape, role):
+      found = f'it holds {arch.describe()}'
+    else:  # unreadable, or the same architecture with keys gone wrong
+      problems = []
+      for label, items in (('lacks', missing), ('has unexpected', extra),
+                           ('has wrong shapes:', wrong)):
+        if items:
+          more = f' (and {len(items) - 2} more)' if len(items) > 2 else ''
+          problems.append(f'{label} {", ".join(items[:2])}{more}')
+      found = f'it {"; ".join(problems)}'
+    raise UserError(f'{what} does not fit {_expected(config, data_shape, role)}: '
+                    f'{found}. Pass the matching flags, or let '
+                    'config_from_reference read them from the files.')
   variables = {'params': {}, 'batch_stats': {}}
   for e in entries:
     x = _to_flax(np.asarray(state_dict[e.key], np.float32), e.kind, data_shape)
@@ -586,11 +615,9 @@ def _as_state_dict(source, name: str):
 def _variables(role, source, config, data_shape, negate_last=True) -> dict:
   state_dict, name = _as_state_dict(source, f'the {role} state_dict')
   if data_shape is None:
-    data_shape = _data_shape(config, [state_dict])
+    data_shape = reference_data_shape(config, state_dict)
   data_shape = tuple(data_shape)
-  layout = _generator_layout if role == 'generator' else _critic_layout
-  return _convert(state_dict, layout(config, data_shape), data_shape, name,
-                  _expected(config, data_shape, role), negate=negate_last)
+  return _convert(state_dict, config, data_shape, role, name, negate=negate_last)
 
 
 def generator_variables(state_dict, config, data_shape: Sequence[int] | None = None
@@ -686,13 +713,11 @@ def state_from_reference(netG_path, netD_path, config, key: jax.Array, *,  # pyl
   loaded = {role: _as_state_dict(src, role) for role, src in sources.items()
             if src is not None}
   if data_shape is None:
-    data_shape = _data_shape(config, [sd for sd, _ in loaded.values()])
+    data_shape = reference_data_shape(config, *(sd for sd, _ in loaded.values()))
   data_shape = tuple(data_shape)
   converted = {}
   for role, (state_dict, name) in loaded.items():
-    layout = _generator_layout if role == 'generator' else _critic_layout
-    converted[role] = _convert(state_dict, layout(config, data_shape), data_shape,
-                               name, _expected(config, data_shape, role))
+    converted[role] = _convert(state_dict, config, data_shape, role, name)
   make = functools.partial(create_state, config, data_shape, axis_name=axis_name)
   if len(converted) == 2:
     # Nothing of a fresh initialisation survives: trace it (for the structure
