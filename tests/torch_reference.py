@@ -7,6 +7,9 @@ a ``state_dict`` of these modules has the keys of the reference's saved
 checkpoints. Differences from the original that do not change the maths:
 ``nn.Module`` instead of the removed ``nn.Container``, no ``data_parallel``,
 and the critic returns per-example scores (the original returns their mean).
+
+``ReferenceTraining`` ports the original main.py's training loop, fed
+explicit real batches and latents instead of a DataLoader and torch's RNG.
 """
 
 from __future__ import annotations
@@ -128,3 +131,85 @@ def count_buffers(module: nn.Module) -> int:
   return sum(b.numel() for name, b in module.named_buffers()
              if not name.endswith('num_batches_tracked'))
 
+
+
+class ReferenceTraining:
+  """The reference main.py's training loop, one step at a time.
+
+  As in the original: RMSprop(lr) (or Adam(lr, (beta1, 0.999))), both nets
+  in training mode throughout, the critic's parameters clamped to [-c, c]
+  before each critic step, real and fake batches through the critic in
+  separate passes, errD = D(real) - D(fake) minimised by the critic, errG =
+  D(G(z)) minimised by the generator, and ``Diters`` critic steps per
+  generator step: ``n_critic_warmup`` (100) while ``gen_iterations <
+  warmup_gen_iters`` (25) or ``gen_iterations % boost_every == 0`` (500),
+  ``n_critic`` (5) otherwise. ``clip_when='after'`` clamps after each critic
+  update instead (the paper's Algorithm 1), to check that variant too. The
+  loop is fed explicit batches and latents; it does not stop a generator
+  iteration early at the end of an epoch as the original's DataLoader does.
+  """
+
+  def __init__(self, netG, netD, *, lr_d, lr_g, clip, n_critic=5,  # pylint: disable=invalid-name
+               n_critic_warmup=100, warmup_gen_iters=25, boost_every=500,
+               clip_when='before', adam=False, beta1=0.5):
+    self.netG, self.netD = netG, netD  # pylint: disable=invalid-name
+    if adam:
+      self.optimizerD = torch.optim.Adam(netD.parameters(), lr=lr_d, betas=(beta1, 0.999))
+      self.optimizerG = torch.optim.Adam(netG.parameters(), lr=lr_g, betas=(beta1, 0.999))
+    else:
+      self.optimizerD = torch.optim.RMSprop(netD.parameters(), lr=lr_d)
+      self.optimizerG = torch.optim.RMSprop(netG.parameters(), lr=lr_g)
+    self.clip, self.clip_when = clip, clip_when
+    self.n_critic, self.n_critic_warmup = n_critic, n_critic_warmup
+    self.warmup_gen_iters, self.boost_every = warmup_gen_iters, boost_every
+    self.gen_iterations = 0
+
+  def critic_iterations(self) -> int:
+    if self.gen_iterations < self.warmup_gen_iters or (
+        self.boost_every and self.gen_iterations % self.boost_every == 0):
+      return self.n_critic_warmup
+    return self.n_critic
+
+  def _clamp(self):
+    for p in self.netD.parameters():
+      p.data.clamp_(-self.clip, self.clip)
+
+  def critic_step(self, real, noise) -> dict[str, float]:
+    """real: (B, C, H, W) (or (B, 2)); noise: (B, nz)."""
+    for p in self.netD.parameters():
+      p.requires_grad = True
+    if self.clip_when == 'before':
+      self._clamp()
+    self.netD.zero_grad()
+    err_d_real = self.netD(real).mean()
+    err_d_real.backward()
+    fake = self.netG(noise)
+    # The original calls fake.detach() without using its result, so this
+    # backward also fills netG's gradients; netG.zero_grad() clears them
+    # before the generator's step, so they never matter.
+    err_d_fake = self.netD(fake).mean()
+    err_d_fake.backward(torch.tensor(-1.0))
+    err_d = err_d_real - err_d_fake
+    self.optimizerD.step()
+    if self.clip_when == 'after':
+      self._clamp()
+    return {'errD': err_d.item(), 'errD_real': err_d_real.item(),
+            'errD_fake': err_d_fake.item()}
+
+  def generator_step(self, noise) -> dict[str, float]:
+    for p in self.netD.parameters():
+      p.requires_grad = False
+    self.netG.zero_grad()
+    err_g = self.netD(self.netG(noise)).mean()
+    err_g.backward()
+    self.optimizerG.step()
+    self.gen_iterations += 1
+    return {'errG': err_g.item()}
+
+  def iteration(self, next_real, next_noise) -> dict[str, float]:
+    """One generator iteration: ``critic_iterations()`` critic steps, each on
+    ``next_real()`` and ``next_noise()``, then a generator step on
+    ``next_noise()``; returns the last critic step's losses and errG."""
+    for _ in range(self.critic_iterations()):
+      logs = self.critic_step(next_real(), next_noise())
+    return {**logs, **self.generator_step(next_noise())}

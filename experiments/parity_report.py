@@ -1,0 +1,130 @@
+r"""The largest deviation from the reference PyTorch code, for each parity test.
+
+  python experiments/parity_report.py            # from the repository root
+
+Runs the comparisons of ``tests/test_parity.py`` (``tests/parity.py``) and
+prints, for each, the largest deviation max|ours - reference| / max|reference|
+over the arrays it compares, and which array it was; writes them all to
+``--out``/parity.json with the machine. Two further groups put those figures
+in context:
+
+* noise floor: the reference against itself, its initial weights moved by
+  one float32 rounding step (x (1 +- 2^-23)): how much the training dynamics
+  amplify rounding alone;
+* sensitivity: ours against a reference that differs on purpose (learning
+  rate 1% higher; clipping at the other time): what a real difference looks
+  like through the same comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import parity  # noqa: E402  pylint: disable=wrong-import-position
+from tests import test_parity  # noqa: E402  pylint: disable=wrong-import-position
+
+_OUT = flags.DEFINE_string('out', 'experiments/results', 'Where parity.json goes.')
+
+SCHEDULE = test_parity.SCHEDULE
+MLP = test_parity.MLP
+FORWARD = {
+    'dcgan16': dict(image_size=16),
+    'dcgan32': dict(image_size=32),
+    'dcgan64': dict(image_size=64, ngf=4, ndf=4),
+    'dcgan32-extra2': dict(image_size=32, n_extra_layers=2),
+    'dcgan32-nobn': dict(image_size=32, no_bn=True, critic_bn=False, n_extra_layers=1),
+    'mlp16': dict(image_size=16, **MLP),
+    'mlp32': dict(image_size=32, **MLP),
+    'mlp64': dict(image_size=64, **MLP),
+    'mlp-points': dict(dataset='gaussians8', nz=2, **MLP),
+}
+TRAINING = {
+    'dcgan, clip before (reference settings)': dict(n_extra_layers=1, **SCHEDULE),
+    'dcgan, clip after (both sides)': dict(clip_when='after', **SCHEDULE),
+    'dcgan + extra layer, clip after': dict(clip_when='after', n_extra_layers=1,
+                                            **SCHEDULE),
+    'mlp, rmsprop': dict(optimizer='rmsprop', clip=0.1, **MLP, **SCHEDULE),
+    'mlp, adam': dict(optimizer='adam', clip=0.1, **MLP, **SCHEDULE),
+}
+ITERATION = dict(clip=0.1, **MLP, **SCHEDULE)
+
+
+def _machine() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+  return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores '
+          f'(load {load:.1f} at the start), jax {jax.__version__} on '
+          f'{jax.devices()[0].platform}, torch {torch.__version__}')
+
+
+def _summary(result: dict) -> dict:
+  values = {k: v for k, v in result.items() if k not in ('steps', 'moved')}
+  worst = max(values, key=values.get)
+  return {'largest': values[worst], 'where': worst, 'all': values,
+          **({'steps': list(result['steps'])} if 'steps' in result else {})}
+
+
+def _line(name: str, summary: dict) -> None:
+  print(f'  {name:44s} {summary["largest"]:9.2e}  ({summary["where"]})', flush=True)
+
+
+def main(argv):
+  del argv
+  report = {'machine': _machine(), 'measure': 'max|ours - reference| / '
+            'max|reference| per array; the largest over the arrays compared',
+            'forward': {}, 'training': {}, 'noise_floor': {}, 'sensitivity': {}}
+  t0 = time.perf_counter()
+  print(f'Forward passes (tolerance {test_parity.FORWARD_TOL:.0e}):')
+  for name, overrides in FORWARD.items():
+    report['forward'][name] = _summary(parity.forward_deviations(
+        parity.make_config(**overrides)))
+    _line(name, report['forward'][name])
+
+  print(f'Training, 30 critic + 6 generator steps (tolerance {test_parity.TRAIN_TOL:.0e}):')
+  for name, overrides in TRAINING.items():
+    report['training'][name] = _summary(parity.train_side_by_side(
+        parity.make_config(**overrides)))
+    _line(name, report['training'][name])
+  name = 'mlp, parallel.TrainIteration on 1 device'
+  report['training'][name] = _summary(parity.train_iteration_side_by_side(
+      parity.make_config(**ITERATION), num_gen_iters=3))
+  _line(name, report['training'][name])
+
+  print('Noise floor: the reference against itself, initial weights x (1 +- 2^-23):')
+  for name, overrides in TRAINING.items():
+    report['noise_floor'][name] = _summary(parity.reference_noise_floor(
+        parity.make_config(**overrides)))
+    _line(name, report['noise_floor'][name])
+
+  print('Sensitivity: ours against a reference that differs on purpose:')
+  base = TRAINING['dcgan, clip before (reference settings)']
+  config = parity.make_config(**base)
+  for name, oracle in (
+      ('reference lr_critic 1% higher', parity.make_config(**{
+          **base, 'lr_critic': 1.01 * config.lr_critic})),
+      ('reference lr_gen 1% higher', parity.make_config(**{
+          **base, 'lr_gen': 1.01 * config.lr_gen})),
+      ('reference clips after, ours before', parity.make_config(**{
+          **base, 'clip_when': 'after'}))):
+    report['sensitivity'][name] = _summary(parity.train_side_by_side(
+        config, oracle_config=oracle))
+    _line(name, report['sensitivity'][name])
+
+  report['seconds'] = round(time.perf_counter() - t0, 1)
+  os.makedirs(_OUT.value, exist_ok=True)
+  path = os.path.join(_OUT.value, 'parity.json')
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(report, f, indent=2)
+  print(f'{report["machine"]}; {report["seconds"]} s. Written to {path}.')
+
+
+if __name__ == '__main__':
+  app.run(main)
