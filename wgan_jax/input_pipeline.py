@@ -146,12 +146,13 @@ class DeviceResidentSource:
 
   ``batches(first, n)`` gives what ``parallel.TrainIteration`` takes for the
   critic steps [first, first + n) of a run: the resident array and the
-  indices, (devices, n, batch / devices).
+  indices, (devices, n, batch / devices), for this process's devices.
   """
 
   def __init__(self, dataset: Dataset, batch_size: int, seed: int, devices):
     from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
-    self._shard = functools.partial(parallel.shard_batches, num_devices=len(devices))
+    self._shard = functools.partial(parallel.shard_batches, num_devices=len(devices),
+                                    positions=parallel.local_positions(devices))
     self.sampler = EpochSampler(len(dataset), batch_size, seed)
     self.data = parallel.replicate(dataset.examples, devices)
 
