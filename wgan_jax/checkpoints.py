@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 
 import jax
@@ -92,6 +93,20 @@ def _is_io_error(error: BaseException) -> bool:
   return False
 
 
+def _reason(error: BaseException) -> str:
+  """The file system's words for an I/O error ('No space left on device')."""
+  cause = error
+  while cause is not None:
+    if isinstance(cause, OSError) and cause.strerror:
+      return cause.strerror
+    # tensorstore: '...: Failed to write 9 bytes to file 4: File too large [os_error_code=27]'
+    found = re.search(r":\s*([^:\[]+?)\s*\[os_error_code", str(cause))
+    if found:
+      return found.group(1)
+    cause = cause.__cause__ or cause.__context__
+  return _first_line(error)
+
+
 def _first_line(error: BaseException) -> str:
   lines = str(error).strip().splitlines()
   return lines[0] if lines else type(error).__name__
@@ -125,12 +140,14 @@ class Checkpointer:
         # never taken for checkpoints, removed here.
         cleanup_tmp_directories=not read_only,
         enable_async_checkpointing=True)
-    try:
-      self._manager = ocp.CheckpointManager(
-          self.path, options=options, item_names=('state', 'meta', 'config'))
-    except OSError as e:
-      raise UserError(f'cannot use {self.path} for checkpoints ({e.strerror or e}); '
-                      'choose a --workdir you can write to.') from e
+    if not read_only:
+      try:
+        os.makedirs(self.path, exist_ok=True)
+      except OSError as e:
+        raise UserError(f'cannot use {self.path} for checkpoints ({e.strerror}); '
+                        'choose a --workdir you can write to.') from e
+    self._manager = ocp.CheckpointManager(
+        self.path, options=options, item_names=('state', 'meta', 'config'))
 
   def steps(self) -> list[int]:
     """The generator iterations of the complete checkpoints, oldest first."""
@@ -213,8 +230,9 @@ class Checkpointer:
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta),
         config=ocp.args.JsonSave(json.loads(self.config.to_json())))
-    self._guarded(lambda: self._manager.save(step, args=args, force=True))
+    self.wait()  # the previous save's failure is the previous save's
     self._pending = step
+    self._guarded(lambda: self._manager.save(step, args=args, force=True))
 
   def check_metrics(self, step: int, scalars: Mapping[str, float]) -> None:
     """Raises NonFiniteError if a metric of iteration ``step`` is NaN or infinite."""
@@ -260,7 +278,7 @@ class Checkpointer:
       kept = (f'the last complete checkpoint is iteration {latest}'
               if latest is not None else 'no checkpoint is complete')
       raise UserError(f'could not write {what} to {self.path} '
-                      f'({_first_line(e)}); {kept}. Free some space or pass a '
+                      f'({_reason(e)}); {kept}. Free some space or pass a '
                       '--workdir you can write to, then run again.') from e
 
 

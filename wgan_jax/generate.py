@@ -46,12 +46,12 @@ def generate(workdir: str, num: int, seed: int = 0,
   latents = jax.random.normal(key, (padded, config.nz), jnp.float32)
 
   @jax.jit
-  def sample(z):
-    out, _ = generator.apply(restored.variables, z, train=True,
-                             mutable=['batch_stats'])
+  def sample(variables, z):
+    out, _ = generator.apply(variables, z, train=True, mutable=['batch_stats'])
     return out
 
-  chunks = [np.asarray(sample(latents[i:i + batch]))
+  variables = jax.device_put(restored.variables)
+  chunks = [np.asarray(sample(variables, latents[i:i + batch]))
             for i in range(0, padded, batch)]
   return np.concatenate(chunks)[:num], restored
 
