@@ -209,9 +209,10 @@ def train(config, workdir: str) -> WGANState:
   seconds = time.perf_counter() - t0
   curve = outputs.curve()
   final = parallel.unreplicate(p_state)
-  logging.info('Done: %d generator iterations in %.1f s. Samples in %s, '
-               'metrics in %s, curve in %s.', config.num_gen_iters - start,
-               seconds, outputs.path('samples'), outputs.writer.path, curve)
+  if outputs.primary:
+    logging.info('Done: %d generator iterations in %.1f s. Samples in %s, '
+                 'metrics in %s, curve in %s.', max(0, config.num_gen_iters - start),
+                 seconds, outputs.path('samples'), outputs.writer.path, curve)
   return final
 
 
