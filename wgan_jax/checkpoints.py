@@ -66,6 +66,15 @@ class Restored:
   config: dict
 
 
+@dataclasses.dataclass
+class Generator:
+  """What generating needs from a checkpoint."""
+  step: int
+  config: ml_collections.ConfigDict
+  data_shape: tuple[int, ...]
+  variables: dict  # the generator's params and batch_stats (numpy)
+
+
 class NonFiniteError(UserError):
   """Training produced NaN or infinity; the last checkpoint is left intact."""
 
@@ -123,6 +132,7 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, config=None, data_shape=None):
+    self.workdir = workdir
     self.path = directory(workdir)
     self.config = config
     self.data_shape = None if data_shape is None else list(data_shape)
@@ -164,8 +174,10 @@ class Checkpointer:
     was saved with; warns about other changes. A checkpoint that cannot be
     read (a file removed by hand, say) is skipped for the one before it.
     """
+    steps = self.steps()
+    self._same_on_every_process(steps)
     first_error = None
-    for step in self.steps()[::-1]:
+    for step in steps[::-1]:
       try:
         return self._restore(step, template, fixed_noise)
       except UserError:
@@ -177,6 +189,41 @@ class Checkpointer:
     if first_error is not None:
       raise first_error
     return None
+
+  def generator(self, step: int | None = None) -> Generator:
+    """The generator of the newest checkpoint (or of ``step``), as saved:
+    no optimiser or critic is built."""
+    steps = self.steps()
+    if not steps:
+      raise UserError(f'no checkpoints in {self.path}; train first with '
+                      f'python -m wgan_jax.train --workdir={self.workdir}.')
+    step = steps[-1] if step is None else step
+    if step not in steps:
+      raise UserError(f'no checkpoint of iteration {step} in {self.path}; '
+                      f'there are {steps}.')
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore(),
+        config=ocp.args.JsonRestore()))
+    generator = restored['state']['state']['generator']
+    return Generator(
+        step=step, config=ml_collections.ConfigDict(dict(restored['config'])),
+        data_shape=tuple(restored['meta']['data_shape']),
+        variables={'params': generator['params'],
+                   'batch_stats': generator.get('batch_stats') or {}})
+
+  def _same_on_every_process(self, steps: list[int]) -> None:
+    """Refuses processes that see different checkpoints (a workdir that is
+    not one shared folder): they would silently train different states."""
+    if jax.process_count() == 1:
+      return
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    newest = np.int32(steps[-1] if steps else -1)
+    seen = np.asarray(multihost_utils.process_allgather(newest)).ravel().tolist()
+    if len(set(seen)) > 1:
+      raise UserError(
+          f'the processes see different checkpoints in {self.path} (newest: '
+          f'{", ".join(str(s) if s >= 0 else "none" for s in seen)}): --workdir '
+          'must be one folder that every process sees, on a shared file system.')
 
   def _restore(self, step, template, fixed_noise) -> Restored:
     saved = self._manager.restore(step, args=ocp.args.Composite(
@@ -280,38 +327,3 @@ class Checkpointer:
       raise UserError(f'could not write {what} to {self.path} '
                       f'({_reason(e)}); {kept}. Free some space or pass a '
                       '--workdir you can write to, then run again.') from e
-
-
-@dataclasses.dataclass
-class Generator:
-  """What generating needs from a checkpoint."""
-  step: int
-  config: ml_collections.ConfigDict
-  data_shape: tuple[int, ...]
-  variables: dict  # the generator's params and batch_stats (numpy)
-
-
-def restore_generator(workdir: str, step: int | None = None) -> Generator:
-  """The generator of the newest checkpoint in ``workdir`` (or of ``step``).
-
-  Reads the arrays as saved: no optimiser or critic is built.
-  """
-  ckpt = Checkpointer(workdir)
-  steps = ckpt.steps()
-  if not steps:
-    raise UserError(f'no checkpoints in {ckpt.path}; train first with '
-                    f'python -m wgan_jax.train --workdir={workdir}.')
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise UserError(f'no checkpoint of iteration {step} in {ckpt.path}; '
-                    f'there are {steps}.')
-  restored = ckpt._manager.restore(  # pylint: disable=protected-access
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                    meta=ocp.args.JsonRestore(),
-                                    config=ocp.args.JsonRestore()))
-  generator = restored['state']['state']['generator']
-  return Generator(
-      step=step, config=ml_collections.ConfigDict(dict(restored['config'])),
-      data_shape=tuple(restored['meta']['data_shape']),
-      variables={'params': generator['params'],
-                 'batch_stats': generator.get('batch_stats') or {}})

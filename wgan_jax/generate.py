@@ -37,7 +37,7 @@ def generate(workdir: str, num: int, seed: int = 0,
   """``num`` samples from the generator of a checkpoint, and that checkpoint."""
   if num <= 0:
     raise UserError(f'--num={num}: must be positive.')
-  restored = checkpoints.restore_generator(workdir, step)
+  restored = checkpoints.Checkpointer(workdir).generator(step)
   config = restored.config
   generator = models.make_generator(config, restored.data_shape)
   batch = config.batch_size

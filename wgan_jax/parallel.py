@@ -169,6 +169,12 @@ class TrainIteration:
         axis_name=AXIS)
     self._generator_step = functools.partial(steps.generator_step,
                                              axis_name=AXIS)
+    # On several CPU devices, XLA's collectives deadlock once a hundred or so
+    # computations are queued (the threads that would run the last device's
+    # part are all taken by others waiting for it: jax 0.10.2, in one process
+    # or across processes; compare jax issue 25861). The 100 critic steps of
+    # a warm-up iteration get there, so on CPU wait for each call.
+    self._wait = jax.default_backend() == 'cpu' and self.num_devices > 1
     self._fused: dict[int, Callable] = {}
     pmap = functools.partial(jax.pmap, axis_name=AXIS, devices=self.devices,
                              donate_argnums=(0,))
@@ -225,9 +231,13 @@ class TrainIteration:
       for j in range(n_critic):
         state, metrics = self._p_critic(
             state, data, batches[:, j], np.full(self.num_local, j, np.int32))
+        if self._wait:
+          jax.block_until_ready(state)
       state, g_metrics = self._p_generator(state, n_critic)
       metrics = {**metrics, **g_metrics}
     else:
       state, metrics = self._fused_for(n_critic)(state, data, batches)
+    if self._wait:
+      jax.block_until_ready(state)
     return state, metrics
 

@@ -155,23 +155,22 @@ def train(config, workdir: str) -> WGANState:
   fixed_noise = jax.random.normal(noise_key, (config.num_samples, config.nz))
   ckpt = checkpoints.Checkpointer(workdir, config, dataset.data_shape)
   restored = ckpt.restore(state, fixed_noise)
+  start, consumed = 0, 0  # generator iterations done, real batches used
   if restored:
     state, fixed_noise = restored.state, restored.fixed_noise
+    start, consumed = restored.step, restored.data_position
     logging.info('Resuming from the checkpoint of generator iteration %d in %s.',
-                 restored.step, ckpt.path)
+                 start, ckpt.path)
   sample = make_sampler_fn(config, dataset.data_shape)
   iteration = parallel.TrainIteration(config, devices)
   logging.info('Training on %d %s device(s), %d examples of shape %s, '
                'iteration mode %s.', len(devices), devices[0].platform,
                len(dataset), dataset.data_shape, iteration.mode)
 
-  start = restored.step if restored else 0
   outputs = Outputs(config, workdir, dataset, start)
   source = input_pipeline.DeviceResidentSource(dataset, config.batch_size,
                                                config.seed, devices)
   p_state = parallel.replicate(state, devices)
-  consumed = (restored.data_position if restored
-              else steps.critic_steps_before(start, config))
 
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   bar = tqdm(total=config.num_gen_iters, initial=start, unit='it',
