@@ -88,6 +88,14 @@ def test_shard_batches_gives_each_device_its_slice():
   assert sharded.shape == (4, 2, 2)
   np.testing.assert_array_equal(sharded[1, 0], [2, 3])
   np.testing.assert_array_equal(sharded[3, 1], [14, 15])
+  # A process of a multi-process run feeds only its devices' slices.
+  np.testing.assert_array_equal(parallel.shard_batches(batches, 4, positions=[2, 3]),
+                                sharded[2:])
+
+
+def test_one_process_maps_over_its_own_devices(devices):
+  assert parallel.mapped_devices() == devices
+  assert parallel.local_positions(devices) == [0, 1, 2, 3]
 
 
 def test_unknown_devices_and_modes_are_user_errors():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging as py_logging
+import os
 import sys
 
 import ml_collections
@@ -70,6 +71,10 @@ CONFIG_FLAGS = (
     ('integer', 'num_samples', 'Samples in each grid or scatter plot'),
     ('integer', 'log_every', 'Fetch metrics from the devices every this many iterations'),
     ('boolean', 'progress_bar', 'Show a progress bar'),
+    ('integer', 'checkpoint_every',
+     'Save a checkpoint every this many generator iterations and at the end; 0 '
+     'only at the end'),
+    ('integer', 'keep_checkpoints', 'Keep the newest this many checkpoints'),
     ('integer', 'num_devices', 'Local devices to use; 0 uses all'),
     ('string', 'convt_impl',
      "Formulation of the generator's transposed convs (same numbers, different "
@@ -116,9 +121,49 @@ def build_config(flag_values=FLAGS) -> ml_collections.ConfigDict:
   return config
 
 
+def define_distributed_flags(flag_values=FLAGS) -> None:
+  """Flags to run as one of several processes (``jax.distributed``)."""
+  flags.DEFINE_boolean(
+      'distributed', False, 'Run as one process of several (jax.distributed): '
+      'the cluster is detected on Cloud TPU, SLURM or Open MPI; elsewhere pass '
+      '--coordinator_address, --num_processes and --process_id.',
+      flag_values=flag_values)
+  flags.DEFINE_string('coordinator_address', None,
+                      'host:port of process 0 of a multi-process run (implies '
+                      '--distributed).', flag_values=flag_values)
+  flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.',
+                       flag_values=flag_values)
+  flags.DEFINE_integer('process_id', None, "This process's index in a "
+                       'multi-process run: 0, 1, ..., num_processes - 1.',
+                       flag_values=flag_values)
+
+
+def initialize_distributed(flag_values=FLAGS) -> None:
+  """Joins the multi-process run the distributed flags ask for, if any."""
+  if flag_values.distributed or flag_values.coordinator_address:
+    from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
+    parallel.initialize_distributed(flag_values.coordinator_address,
+                                    flag_values.num_processes,
+                                    flag_values.process_id)
+
+
 def quiet_jax_logs() -> None:
   # jax reports each accelerator plugin it did not find; that is not news.
   py_logging.getLogger('jax._src.xla_bridge').setLevel(py_logging.WARNING)
+  # orbax narrates every save in a dozen INFO lines; keep its warnings.
+  py_logging.getLogger('absl').addFilter(_below_warning_from('orbax'))
+
+
+def _below_warning_from(package: str) -> py_logging.Filter:
+  """A filter that drops records below WARNING logged from ``package``."""
+  marker = f'{os.sep}{package}{os.sep}'
+
+  class Filter(py_logging.Filter):
+
+    def filter(self, record):
+      return record.levelno >= py_logging.WARNING or marker not in record.pathname
+
+  return Filter()
 
 
 def user_errors(main):

@@ -171,10 +171,12 @@ def _put_replicated(array: np.ndarray, devices) -> 'jax.Array':
   takes it; one transfer per device and no second copy on it."""
   import jax  # pylint: disable=g-import-not-at-top
   from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
+  local = [devices[k] for k in parallel.local_positions(devices)]
   array = np.asarray(array)[None]
-  shards = [jax.device_put(array, d) for d in devices]
+  # pmap's arrays hold this process's devices only (a multi-process run too).
+  shards = [jax.device_put(array, d) for d in local]
   return jax.make_array_from_single_device_arrays(
-      (len(devices), *array.shape[1:]), parallel.device_sharding(devices), shards)
+      (len(local), *array.shape[1:]), parallel.device_sharding(devices), shards)
 
 
 class DeviceResidentSource:
@@ -182,13 +184,15 @@ class DeviceResidentSource:
 
   ``batches(first, n)`` gives what ``parallel.TrainIteration`` takes for the
   critic steps [first, first + n) of a run: the resident array and the
-  indices, (devices, n, batch / devices). uint8 pixels stay uint8 on the
-  devices (a quarter of float32) and become floats after the gather.
+  indices, (devices, n, batch / devices), for this process's devices. uint8
+  pixels stay uint8 on the devices (a quarter of float32) and become floats
+  after the gather.
   """
 
   def __init__(self, dataset: Dataset, batch_size: int, seed: int, devices):
     from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
-    self._shard = functools.partial(parallel.shard_batches, num_devices=len(devices))
+    self._shard = functools.partial(parallel.shard_batches, num_devices=len(devices),
+                                    positions=parallel.local_positions(devices))
     self.sampler = EpochSampler(len(dataset), batch_size, seed)
     self.data = _put_replicated(dataset.examples, devices)
 
@@ -204,11 +208,15 @@ def gather(examples: np.ndarray, indices: np.ndarray) -> np.ndarray:
   return out
 
 
-def _put_batch(examples, sampler: EpochSampler, sharding, num_devices: int, k: int):
+def _put_batch(examples, sampler: EpochSampler, sharding, num_devices: int,
+               positions, k: int):
   """Batch k on the devices: (devices, batch / devices, ...)."""
   import jax  # pylint: disable=g-import-not-at-top
   batch = gather(examples, sampler.indices(k, 1)[0])
-  return jax.device_put(batch.reshape(num_devices, -1, *batch.shape[1:]), sharding)
+  # Every process gathers the same global batch and puts its devices' slices.
+  from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
+  return jax.device_put(parallel.shard_batches(batch[None], num_devices, positions)[:, 0],
+                        sharding)
 
 
 class _Failure:
@@ -280,7 +288,8 @@ class HostSource:
     # A function of the data alone, so that the thread keeps no reference to
     # this source and dropping the source stops the thread.
     self._produce = functools.partial(_put_batch, dataset.examples, self.sampler,
-                                      sharding, len(devices))
+                                      sharding, len(devices),
+                                      parallel.local_positions(devices))
     self._stack = jax.jit(lambda *xs: jnp.stack(xs, axis=1), out_shardings=sharding)
     self._depth = max(1, prefetch)
     self._prefetcher: _Prefetcher | None = None

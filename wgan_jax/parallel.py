@@ -12,6 +12,11 @@ Latents are drawn on the devices: critic step j of generator iteration i uses
 takes its slice, so the numbers do not depend on the device count. Real
 examples come either as a device-resident array plus host-chosen indices
 (the embedded datasets), or as batches fed from the host.
+
+In a multi-process run (``initialize_distributed``) the pmap spans every
+process's devices; each process feeds only its own devices' slices of every
+global batch (``local_positions``), and the slices of device ``k`` of the
+axis are the same as in a one-process run with as many devices.
 """
 
 from __future__ import annotations
@@ -29,6 +34,46 @@ from wgan_jax.state import WGANState
 
 AXIS = 'batch'
 MODES = ('auto', 'scan', 'unroll', 'steps')
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins a multi-process run (``jax.distributed.initialize``).
+
+  Without arguments, the cluster is detected (Cloud TPU, SLURM, Open MPI,
+  ...); otherwise process ``process_id`` of ``num_processes`` meets the
+  others at ``coordinator_address`` (host:port of process 0). On CPU the
+  processes talk through gloo.
+  """
+  try:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes,
+                               process_id=process_id)
+  except (ValueError, RuntimeError) as e:
+    raise UserError(f'cannot join the multi-process run ({str(e).splitlines()[0]}); '
+                    'check --coordinator_address, --num_processes and '
+                    '--process_id.') from e
+
+
+def mapped_devices(num_devices: int = 0) -> list[jax.Device]:
+  """The devices a run maps over, in the order of the pmap axis.
+
+  One process: its first ``num_devices`` (0: all). Several processes: every
+  device of every process (then ``num_devices`` must be 0).
+  """
+  if jax.process_count() == 1:
+    return local_devices(num_devices)
+  if num_devices:
+    raise UserError(f'--num_devices={num_devices}: a multi-process run uses every '
+                    'device of every process; pass 0.')
+  return jax.devices()
+
+
+def local_positions(devices: Sequence[jax.Device]) -> list[int]:
+  """Where this process's devices sit on the pmap axis over ``devices``."""
+  me = jax.process_index()
+  return [k for k, d in enumerate(devices) if d.process_index == me]
 
 
 def local_devices(num_devices: int = 0) -> list[jax.Device]:
@@ -50,12 +95,13 @@ def per_device_batch(batch_size: int, num_devices: int) -> int:
 
 
 def replicate(tree, devices: Sequence[jax.Device]):
-  """A copy of ``tree`` on each device, laid out as pmap lays out its outputs.
+  """A copy of ``tree`` on each of this process's ``devices``, laid out as
+  pmap lays out its outputs.
 
   (flax's ``replicate`` gives another sharding, and every pmapped function
   then compiles twice: once for it, once for its own outputs.)
   """
-  n = len(devices)
+  n = len(local_positions(devices))
   stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))),
                          tree)
   return jax.pmap(lambda t: t, axis_name=AXIS, devices=list(devices))(stacked)
@@ -74,11 +120,19 @@ def unreplicate(tree):
   return jax.tree.map(lambda x: x.addressable_shards[0].data[0], tree)
 
 
-def shard_batches(batches: np.ndarray, num_devices: int) -> np.ndarray:
-  """(n, B, ...) global batches -> (devices, n, B / devices, ...)."""
+def shard_batches(batches: np.ndarray, num_devices: int,
+                  positions: Sequence[int] | None = None) -> np.ndarray:
+  """(n, B, ...) global batches -> (devices, n, B / devices, ...).
+
+  ``positions`` keeps the slices of those devices only (this process's, in a
+  multi-process run).
+  """
   n, b = batches.shape[:2]
   x = batches.reshape(n, num_devices, b // num_devices, *batches.shape[2:])
-  return np.swapaxes(x, 0, 1)
+  x = np.swapaxes(x, 0, 1)
+  if positions is not None and len(positions) < num_devices:
+    x = x[np.asarray(positions)]
+  return x
 
 
 def to_float_images(x):
@@ -112,6 +166,7 @@ class TrainIteration:
   def __init__(self, config, devices: Sequence[jax.Device]):
     self.devices = list(devices)
     self.num_devices = len(self.devices)
+    self.num_local = len(local_positions(self.devices))
     self.batch_size = config.batch_size
     self.local_batch = per_device_batch(config.batch_size, self.num_devices)
     self.nz = config.nz
@@ -122,6 +177,12 @@ class TrainIteration:
         axis_name=AXIS)
     self._generator_step = functools.partial(steps.generator_step,
                                              axis_name=AXIS)
+    # On several CPU devices, XLA's collectives deadlock once a hundred or so
+    # computations are queued (the threads that would run the last device's
+    # part are all taken by others waiting for it: jax 0.10.2, in one process
+    # or across processes; compare jax issue 25861). The 100 critic steps of
+    # a warm-up iteration get there, so on CPU wait for each call.
+    self._wait = jax.default_backend() == 'cpu' and self.num_devices > 1
     self._fused: dict[int, Callable] = {}
     pmap = functools.partial(jax.pmap, axis_name=AXIS, devices=self.devices,
                              donate_argnums=(0,))
@@ -177,10 +238,14 @@ class TrainIteration:
       metrics = None
       for j in range(n_critic):
         state, metrics = self._p_critic(
-            state, data, batches[:, j], np.full(self.num_devices, j, np.int32))
+            state, data, batches[:, j], np.full(self.num_local, j, np.int32))
+        if self._wait:
+          jax.block_until_ready(state)
       state, g_metrics = self._p_generator(state, n_critic)
       metrics = {**metrics, **g_metrics}
     else:
       state, metrics = self._fused_for(n_critic)(state, data, batches)
+    if self._wait:
+      jax.block_until_ready(state)
     return state, metrics
 

@@ -4,7 +4,8 @@ With no flags it trains a DCGAN WGAN on the embedded handwritten digits and
 writes sample grids, metrics and a curve of the Wasserstein estimate to
 ``runs/digits``. Every option of the reference code has a flag; ``--config``
 takes an ml_collections config file for the rest (``--config.FIELD=VALUE``
-overrides one field of it).
+overrides one field of it). Running it again with the same ``--workdir``
+resumes from the newest checkpoint there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from wgan_jax import cli, input_pipeline, models, parallel, steps, visualize, writers
+from wgan_jax import (checkpoints, cli, input_pipeline, models, parallel, steps,
+                      visualize, writers)
 from wgan_jax.errors import UserError
 from wgan_jax.state import WGANState, create_state, root_key
 
@@ -27,12 +29,12 @@ FLAGS = flags.FLAGS
 def validate(config) -> None:
   """Raises UserError for settings that cannot work, naming the fix."""
   positive = ('batch_size', 'nz', 'ngf', 'ndf', 'n_critic', 'n_critic_warmup',
-              'sample_every', 'num_samples', 'log_every')
+              'sample_every', 'num_samples', 'log_every', 'keep_checkpoints')
   for name in positive:
     if config[name] <= 0:
       raise UserError(f'--{name}={config[name]}: must be positive.')
   for name in ('num_gen_iters', 'n_extra_layers', 'warmup_gen_iters',
-               'boost_every', 'channels', 'num_devices'):
+               'boost_every', 'channels', 'num_devices', 'checkpoint_every'):
     if config[name] < 0:
       raise UserError(f'--{name}={config[name]}: must not be negative.')
   for name in ('lr_critic', 'lr_gen', 'clip'):
@@ -61,7 +63,7 @@ def validate(config) -> None:
 def prepare_workdir(workdir: str) -> None:
   try:
     os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
+    probe = os.path.join(workdir, f'.write_test.{jax.process_index()}')
     with open(probe, 'w', encoding='utf-8') as f:
       f.write('ok')
     os.remove(probe)
@@ -71,13 +73,22 @@ def prepare_workdir(workdir: str) -> None:
 
 
 class Outputs:
-  """What a run leaves in its workdir, apart from checkpoints."""
+  """What a run leaves in its workdir, apart from checkpoints.
 
-  def __init__(self, config, workdir: str, dataset: input_pipeline.Dataset):
+  Metrics of iterations after ``start`` (the iteration a run resumes from)
+  are dropped first. In a multi-process run the first process writes them.
+  """
+
+  def __init__(self, config, workdir: str, dataset: input_pipeline.Dataset,
+               start: int = 0):
     self.config = config
     self.workdir = workdir
     self.is_image = dataset.is_image
-    self.writer = writers.MetricWriter(workdir)
+    self.primary = jax.process_index() == 0
+    if not self.primary:
+      self.writer = writers.NullWriter()
+      return
+    self.writer = writers.MetricWriter(workdir, start=start)
     with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
       f.write(config.to_json(indent=2))
     rng = np.random.default_rng(config.seed)
@@ -101,7 +112,9 @@ class Outputs:
                              title=f'{self.config.dataset}, iteration {gen_iter}')
     return path
 
-  def curve(self) -> str:
+  def curve(self) -> str | None:
+    if not self.primary:
+      return None
     records = writers.read_metrics(self.writer.path)
     path = self.path('wasserstein.png')
     if records:
@@ -127,9 +140,12 @@ def make_sampler_fn(config, data_shape):
 
 
 def train(config, workdir: str) -> WGANState:
-  """Trains per ``config``, writing outputs to ``workdir``; returns the final state."""
+  """Trains per ``config``, writing outputs to ``workdir``; returns the final state.
+
+  Starts from the newest checkpoint in ``workdir`` if there is one.
+  """
   validate(config)
-  devices = parallel.local_devices(config.num_devices)
+  devices = parallel.mapped_devices(config.num_devices)
   parallel.per_device_batch(config.batch_size, len(devices))
   prepare_workdir(workdir)
   dataset = input_pipeline.get_dataset(config)
@@ -137,21 +153,28 @@ def train(config, workdir: str) -> WGANState:
   state = create_state(config, dataset.data_shape, init_key,
                        axis_name=parallel.AXIS)
   fixed_noise = jax.random.normal(noise_key, (config.num_samples, config.nz))
+  ckpt = checkpoints.Checkpointer(workdir, config, dataset.data_shape)
+  restored = ckpt.restore(state, fixed_noise)
+  start, consumed = 0, 0  # generator iterations done, real batches used
+  if restored:
+    state, fixed_noise = restored.state, restored.fixed_noise
+    start, consumed = restored.step, restored.data_position
+    logging.info('Resuming from the checkpoint of generator iteration %d in %s.',
+                 start, ckpt.path)
   sample = make_sampler_fn(config, dataset.data_shape)
   iteration = parallel.TrainIteration(config, devices)
   logging.info('Training on %d %s device(s), %d examples of shape %s, '
                'iteration mode %s.', len(devices), devices[0].platform,
                len(dataset), dataset.data_shape, iteration.mode)
 
-  outputs = Outputs(config, workdir, dataset)
+  outputs = Outputs(config, workdir, dataset, start)
   source = input_pipeline.make_source(dataset, config, devices)
   p_state = parallel.replicate(state, devices)
-  start = 0
-  consumed = steps.critic_steps_before(start, config)
 
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   bar = tqdm(total=config.num_gen_iters, initial=start, unit='it',
-             desc=f'WGAN {config.dataset}', disable=not config.progress_bar,
+             desc=f'WGAN {config.dataset}',
+             disable=not (config.progress_bar and outputs.primary),
              dynamic_ncols=True, file=sys.stderr)
   pending = []
   t0 = time.perf_counter()
@@ -163,49 +186,62 @@ def train(config, workdir: str) -> WGANState:
       pending.append((gen_iter + 1, metrics))
       done = gen_iter + 1
       last = done == config.num_gen_iters
-      if done % config.log_every == 0 or done % config.sample_every == 0 or last:
-        latest = _flush(outputs.writer, pending)
-        pending = []
+      save = last or (config.checkpoint_every and done % config.checkpoint_every == 0)
+      if (done % config.log_every == 0 or done % config.sample_every == 0 or last
+          or save):
+        latest = _flush(outputs.writer, pending, ckpt.check_metrics)
         bar.set_postfix(W=f'{latest["wasserstein"]:.4f}',
                         loss_G=f'{latest["generator_loss"]:.4f}')
       bar.update(1)
-      if done % config.sample_every == 0 or last:
+      if outputs.primary and (done % config.sample_every == 0 or last):
         variables = parallel.unreplicate(p_state.generator.variables)
         outputs.samples(done, np.asarray(sample(variables, fixed_noise)))
+      if save:
+        ckpt.save(done, parallel.unreplicate(p_state), fixed_noise, consumed)
   finally:
     bar.close()
     if pending:
       _flush(outputs.writer, pending)
     outputs.writer.close()
+    ckpt.close()  # waits for the checkpoint being written
   seconds = time.perf_counter() - t0
   curve = outputs.curve()
   final = parallel.unreplicate(p_state)
-  logging.info('Done: %d generator iterations in %.1f s. Samples in %s, '
-               'metrics in %s, curve in %s.', config.num_gen_iters - start,
-               seconds, outputs.path('samples'), outputs.writer.path, curve)
+  if outputs.primary:
+    logging.info('Done: %d generator iterations in %.1f s. Samples in %s, '
+                 'metrics in %s, curve in %s.', max(0, config.num_gen_iters - start),
+                 seconds, outputs.path('samples'), outputs.writer.path, curve)
   return final
 
 
-def _flush(writer: writers.MetricWriter, pending) -> dict[str, float]:
+def _flush(writer: writers.MetricWriter, pending, check=None) -> dict[str, float]:
+  """Writes (and empties) the pending metrics, then ``check``s each record."""
   fetched = jax.device_get([m for _, m in pending])
-  latest = {}
-  for (step, _), metrics in zip(pending, fetched):
-    latest = {k: float(v[0]) for k, v in metrics.items()}
-    writer.write(step, latest)
+  records = [(step, {k: float(v[0]) for k, v in metrics.items()})
+             for (step, _), metrics in zip(pending, fetched)]
+  pending.clear()
+  for step, scalars in records:
+    writer.write(step, scalars)
   writer.flush()
-  return latest
+  for step, scalars in records:
+    if check is not None:
+      check(step, scalars)
+  return records[-1][1]
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.initialize_distributed()
   config = cli.build_config()
   train(config, FLAGS.workdir or os.path.join('runs', config.dataset))
 
 
 if __name__ == '__main__':
   cli.define_config_flags()
-  flags.DEFINE_string('workdir', None, 'Directory for samples, metrics and plots '
+  cli.define_distributed_flags()
+  flags.DEFINE_string('workdir', None, 'Directory for samples, metrics, plots and '
+                      'checkpoints; a run resumes from the checkpoints there '
                       '(default: runs/<dataset>).')
   flags.adopt_module_key_flags(cli)
   app.run(cli.user_errors(main))

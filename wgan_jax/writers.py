@@ -9,15 +9,24 @@ from collections.abc import Mapping
 
 class MetricWriter:
   """Appends one JSON object per generator iteration to ``metrics.jsonl`` and
-  mirrors the scalars to TensorBoard (tensorboardX: no TensorFlow needed)."""
+  mirrors the scalars to TensorBoard (tensorboardX: no TensorFlow needed).
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  A run that starts at generator iteration ``start`` (resumed from a
+  checkpoint) first drops the records of later iterations, which a run that
+  stopped after that checkpoint left behind, so that no iteration appears
+  twice; TensorBoard is told to do the same (``purge_step``).
+  """
+
+  def __init__(self, workdir: str, tensorboard: bool = True, start: int = 0):
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    if os.path.exists(self.path):
+      _truncate(self.path, start)
     self._file = open(self.path, 'a', encoding='utf-8')
     self._tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(logdir=os.path.join(workdir, 'tensorboard'))
+      self._tb = SummaryWriter(logdir=os.path.join(workdir, 'tensorboard'),
+                               purge_step=start + 1)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     self._file.write(json.dumps({'gen_iter': step, **scalars}) + '\n')
@@ -35,6 +44,30 @@ class MetricWriter:
     self._file.close()
     if self._tb is not None:
       self._tb.close()
+
+
+class NullWriter:
+  """A MetricWriter that writes nothing: for the processes of a multi-process
+  run other than the first, which writes the outputs."""
+  path = None
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    del step, scalars
+
+  def flush(self) -> None:
+    return None
+
+  def close(self) -> None:
+    return None
+
+
+def _truncate(path: str, last_step: int) -> None:
+  """Keeps the records of iterations up to ``last_step`` (atomically)."""
+  kept = [r for r in read_metrics(path) if r.get('gen_iter', 0) <= last_step]
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.writelines(json.dumps(r) + '\n' for r in kept)
+  os.replace(tmp, path)
 
 
 def read_metrics(path: str) -> list[dict]:

@@ -62,6 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_samples = 64  # samples in a grid, drawn from fixed noise
   c.log_every = 20  # fetch metrics from the devices every this many iterations
   c.progress_bar = True
+  c.checkpoint_every = 500  # generator iterations between checkpoints; 0: at the end only
+  c.keep_checkpoints = 3  # the newest this many are kept
 
   # Execution.
   c.num_devices = 0  # local devices to use; 0 = all

@@ -1,0 +1,329 @@
+"""Checkpoints of a run (orbax): save, find the newest complete one, restore.
+
+A checkpoint, ``WORKDIR/checkpoints/<gen_iter>/``, holds everything a resumed
+run needs:
+
+* ``state``: the arrays of ``WGANState`` (both networks' parameters and
+  BatchNorm statistics, both optimiser states and step counters, the
+  generator-iteration counter, the run's key) and the fixed sampling noise;
+* ``meta``: the generator iteration, the input pipeline's position (real
+  batches consumed so far) and the shape of one example;
+* ``config``: the run's configuration, as JSON.
+
+Saving is asynchronous: the state is copied to the host, then written in the
+background while training goes on. orbax writes each checkpoint under a
+temporary name and renames it when complete, so a run killed at any moment
+(even mid-save) leaves only complete checkpoints under their final names;
+the temporary leftovers are ignored and removed on the next start. A state
+with non-finite numbers is never saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import serialization
+
+from wgan_jax.errors import UserError
+from wgan_jax.state import WGANState
+
+DIRNAME = 'checkpoints'
+
+# Options that fix the shapes of what a checkpoint holds (or the data it was
+# trained on): a run cannot resume under different values.
+SHAPE_OPTIONS = ('dataset', 'image_size', 'channels', 'generator', 'critic', 'nz',
+                 'ngf', 'ndf', 'n_extra_layers', 'no_bn', 'critic_bn', 'optimizer',
+                 'rng_impl', 'num_samples')
+# Options that only say how long to train, how to log, or how to compute the
+# same numbers: they may change on resume without a word. Changes to the rest
+# (learning rates, schedule, seed, ...) are allowed and logged as a warning.
+FREE_OPTIONS = ('num_gen_iters', 'sample_every', 'log_every', 'progress_bar',
+                'num_devices', 'convt_impl', 'iteration_mode', 'data_dir',
+                'checkpoint_every', 'keep_checkpoints')
+
+
+def directory(workdir: str) -> str:
+  return os.path.abspath(os.path.join(workdir, DIRNAME))
+
+
+@dataclasses.dataclass
+class Restored:
+  """A checkpoint read back: the state's arrays are on the host (numpy)."""
+  step: int  # generator iterations done
+  state: WGANState
+  fixed_noise: np.ndarray
+  data_position: int  # real batches (critic steps) consumed
+  config: dict
+
+
+@dataclasses.dataclass
+class Generator:
+  """What generating needs from a checkpoint."""
+  step: int
+  config: ml_collections.ConfigDict
+  data_shape: tuple[int, ...]
+  variables: dict  # the generator's params and batch_stats (numpy)
+
+
+class NonFiniteError(UserError):
+  """Training produced NaN or infinity; the last checkpoint is left intact."""
+
+
+def config_changes(saved: Mapping, config) -> tuple[list[str], list[str]]:
+  """(shape options, other options) whose values differ, as 'name a -> b'."""
+  shape, other = [], []
+  current = json.loads(config.to_json())
+  for name in sorted(set(saved) | set(current)):
+    if name not in saved or name not in current or name in FREE_OPTIONS:
+      continue  # an option added or removed between versions has its default
+    if saved[name] != current[name]:
+      change = f'{name} {saved[name]!r} -> {current[name]!r}'
+      (shape if name in SHAPE_OPTIONS else other).append(change)
+  return shape, other
+
+
+def _is_io_error(error: BaseException) -> bool:
+  """Whether an exception (or one it wraps) is the file system's refusal."""
+  while error is not None:
+    if isinstance(error, OSError) or any(
+        marker in str(error) for marker in ('os_error_code', '[Errno')):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _reason(error: BaseException) -> str:
+  """The file system's words for an I/O error ('No space left on device')."""
+  cause = error
+  while cause is not None:
+    if isinstance(cause, OSError) and cause.strerror:
+      return cause.strerror
+    # tensorstore: '...: Failed to write 9 bytes to file 4: File too large [os_error_code=27]'
+    found = re.search(r":\s*([^:\[]+?)\s*\[os_error_code", str(cause))
+    if found:
+      return found.group(1)
+    cause = cause.__cause__ or cause.__context__
+  return _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+  lines = str(error).strip().splitlines()
+  return lines[0] if lines else type(error).__name__
+
+
+class Checkpointer:
+  """Saves and restores the checkpoints of the run in ``workdir``.
+
+  ``config`` and ``data_shape`` (one example's) are the run's; without them
+  the checkpointer only reads (``wgan_jax.generate``). Every process of a
+  multi-process run makes one and calls ``save`` with the same arguments; the
+  arrays go to orbax as host (numpy) arrays, which it writes from process 0
+  only, and every process reads them back.
+  """
+
+  def __init__(self, workdir: str, config=None, data_shape=None):
+    self.workdir = workdir
+    self.path = directory(workdir)
+    self.config = config
+    self.data_shape = None if data_shape is None else list(data_shape)
+    self._pending: int | None = None
+    read_only = config is None
+    if read_only and not os.path.isdir(self.path):
+      raise UserError(f'no checkpoints in {self.path}; train first with '
+                      f'python -m wgan_jax.train --workdir={workdir}.')
+    # (Not orbax's read_only, which warns each time; a reader never saves.)
+    options = ocp.CheckpointManagerOptions(
+        create=not read_only,
+        preservation_policy=(None if read_only else ocp.checkpoint_managers
+                             .LatestN(config.keep_checkpoints)),
+        # Saves killed mid-way leave '<step>.orbax-checkpoint-tmp*' folders:
+        # never taken for checkpoints, removed here.
+        cleanup_tmp_directories=not read_only,
+        enable_async_checkpointing=True)
+    if not read_only:
+      try:
+        os.makedirs(self.path, exist_ok=True)
+      except OSError as e:
+        raise UserError(f'cannot use {self.path} for checkpoints ({e.strerror}); '
+                        'choose a --workdir you can write to.') from e
+    self._manager = ocp.CheckpointManager(
+        self.path, options=options, item_names=('state', 'meta', 'config'))
+
+  def steps(self) -> list[int]:
+    """The generator iterations of the complete checkpoints, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    steps = self.steps()
+    return steps[-1] if steps else None
+
+  def restore(self, template: WGANState, fixed_noise) -> Restored | None:
+    """The newest checkpoint, into ``template``'s structure; ``None`` if none.
+
+    Refuses (UserError) a run config that changes the shapes the checkpoint
+    was saved with; warns about other changes. A checkpoint that cannot be
+    read (a file removed by hand, say) is skipped for the one before it.
+    """
+    steps = self.steps()
+    self._same_on_every_process(steps)
+    first_error = None
+    for step in steps[::-1]:
+      try:
+        return self._restore(step, template, fixed_noise)
+      except UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        first_error = first_error or e
+        logging.warning('Checkpoint %d in %s cannot be read (%s); trying an '
+                        'older one.', step, self.path, _first_line(e))
+    if first_error is not None:
+      raise first_error
+    return None
+
+  def generator(self, step: int | None = None) -> Generator:
+    """The generator of the newest checkpoint (or of ``step``), as saved:
+    no optimiser or critic is built."""
+    steps = self.steps()
+    if not steps:
+      raise UserError(f'no checkpoints in {self.path}; train first with '
+                      f'python -m wgan_jax.train --workdir={self.workdir}.')
+    step = steps[-1] if step is None else step
+    if step not in steps:
+      raise UserError(f'no checkpoint of iteration {step} in {self.path}; '
+                      f'there are {steps}.')
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore(),
+        config=ocp.args.JsonRestore()))
+    generator = restored['state']['state']['generator']
+    return Generator(
+        step=step, config=ml_collections.ConfigDict(dict(restored['config'])),
+        data_shape=tuple(restored['meta']['data_shape']),
+        variables={'params': generator['params'],
+                   'batch_stats': generator.get('batch_stats') or {}})
+
+  def _same_on_every_process(self, steps: list[int]) -> None:
+    """Refuses processes that see different checkpoints (a workdir that is
+    not one shared folder): they would silently train different states."""
+    if jax.process_count() == 1:
+      return
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    newest = np.int32(steps[-1] if steps else -1)
+    seen = np.asarray(multihost_utils.process_allgather(newest)).ravel().tolist()
+    if len(set(seen)) > 1:
+      raise UserError(
+          f'the processes see different checkpoints in {self.path} (newest: '
+          f'{", ".join(str(s) if s >= 0 else "none" for s in seen)}): --workdir '
+          'must be one folder that every process sees, on a shared file system.')
+
+  def _restore(self, step, template, fixed_noise) -> Restored:
+    saved = self._manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
+    meta, saved_config = saved['meta'], dict(saved['config'])
+    shape, other = config_changes(saved_config, self.config)
+    if meta['data_shape'] != self.data_shape:
+      shape.append(f'data shape {tuple(meta["data_shape"])} -> '
+                   f'{tuple(self.data_shape)}')
+    if shape:
+      raise UserError(
+          f'{self.path} holds a run with other shapes ({"; ".join(shape)}): '
+          'resume with the same options, or pass another --workdir.')
+    if other:
+      logging.warning('Resuming with changed options: %s.', '; '.join(other))
+    target = {'state': serialization.to_state_dict(template),
+              'fixed_noise': fixed_noise}
+    target = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype),
+                          target)
+    arrays = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))['state']
+    shapes = jax.tree.map(np.shape, (target, arrays))
+    if shapes[0] != shapes[1] or int(arrays['state']['gen_iter']) != step:
+      raise ValueError(f'checkpoint {step} does not hold the state it should')
+    return Restored(
+        step=step,
+        state=serialization.from_state_dict(template, arrays['state']),
+        fixed_noise=np.asarray(arrays['fixed_noise']),
+        data_position=int(meta['data_position']),
+        config=saved_config)
+
+  def save(self, step: int, state: WGANState, fixed_noise,
+           data_position: int) -> None:
+    """Starts writing a checkpoint of ``state`` (one device's copy) and returns.
+
+    Raises ``NonFiniteError`` instead of saving non-finite numbers, and a
+    UserError when the file system refused the previous checkpoint.
+    """
+    arrays = jax.device_get({'state': serialization.to_state_dict(state),
+                             'fixed_noise': fixed_noise})
+    bad = [jax.tree_util.keystr(path) for path, x in
+           jax.tree_util.tree_flatten_with_path(arrays['state'])[0]
+           if np.issubdtype(np.asarray(x).dtype, np.floating)
+           and not np.all(np.isfinite(x))]
+    if bad:
+      raise NonFiniteError(
+          f'non-finite values in {bad[0]} after generator iteration {step}: '
+          f'training stopped. {self._last_good()}')
+    meta = {'gen_iter': step, 'data_position': data_position,
+            'data_shape': self.data_shape}
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta),
+        config=ocp.args.JsonSave(json.loads(self.config.to_json())))
+    self.wait()  # the previous save's failure is the previous save's
+    self._pending = step
+    self._guarded(lambda: self._manager.save(step, args=args, force=True))
+
+  def check_metrics(self, step: int, scalars: Mapping[str, float]) -> None:
+    """Raises NonFiniteError if a metric of iteration ``step`` is NaN or infinite."""
+    bad = sorted(k for k, v in scalars.items() if not math.isfinite(v))
+    if bad:
+      raise NonFiniteError(
+          f'{bad[0]} is {scalars[bad[0]]} at generator iteration {step}: '
+          f'training stopped. {self._last_good()}')
+
+  def _last_good(self) -> str:
+    latest = self._latest_complete()
+    if latest is None:
+      return 'No checkpoint was saved; lower --lr_critic / --lr_gen and start again.'
+    return (f'The last checkpoint, iteration {latest}, is intact in {self.path}; '
+            'lower --lr_critic / --lr_gen and run again to resume from it.')
+
+  def _latest_complete(self) -> int | None:
+    try:
+      self.wait()
+    except UserError:
+      pass
+    return self.latest_step()
+
+  def wait(self) -> None:
+    """Blocks until the checkpoint being written is complete."""
+    self._guarded(self._manager.wait_until_finished)
+    self._pending = None
+
+  def close(self) -> None:
+    self._guarded(self._manager.close)
+    self._pending = None
+
+  def _guarded(self, fn):
+    """Runs fn; a refusal of the file system becomes a one-line UserError."""
+    try:
+      return fn()
+    except Exception as e:  # pylint: disable=broad-except
+      if not _is_io_error(e):
+        raise
+      failed, self._pending = self._pending, None
+      latest = self.latest_step()
+      what = f'the checkpoint of iteration {failed}' if failed else 'a checkpoint'
+      kept = (f'the last complete checkpoint is iteration {latest}'
+              if latest is not None else 'no checkpoint is complete')
+      raise UserError(f'could not write {what} to {self.path} '
+                      f'({_reason(e)}); {kept}. Free some space or pass a '
+                      '--workdir you can write to, then run again.') from e
