@@ -2,6 +2,8 @@
 
 import os
 import pickle
+import subprocess
+import sys
 import zipfile
 
 import jax
@@ -325,3 +327,49 @@ def test_mlp_of_unusual_channels_needs_them_given(tmp_path):
   assert (inferred.generator, inferred.nz, inferred.ngf) == ('mlp', 8, 16)
   variables = torch_import.generator_variables(g_path, inferred)
   assert variables['params']['out']['kernel'].shape == (16, 16 * 16 * 2)
+
+
+# ---------------------------------------------------------------------------
+# The command line: import into a workdir, generate from it, train on.
+
+
+def test_imported_workdir_generates_the_reference_samples_and_trains_on(tmp_path):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from wgan_jax import checkpoints, cli, generate, train  # pylint: disable=g-import-not-at-top
+  config = parity.make_config(channels=1)
+  net_g, _, (g_path, d_path) = _save_pair(tmp_path, config)
+  workdir = tmp_path / 'run'
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  env.pop('XLA_FLAGS', None)
+  result = subprocess.run(
+      [sys.executable, '-m', 'wgan_jax.torch_import', f'--netG={g_path}',
+       f'--netD={d_path}', f'--workdir={workdir}', '--dataset=digits'],
+      capture_output=True, text=True, env=env, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert 'python -m wgan_jax.generate' in result.stdout
+  with pytest.raises(UserError, match='already holds checkpoints'):
+    torch_import.import_into_workdir(g_path, None, config, str(workdir))
+
+  # Samples from the workdir are the reference generator's for the same z.
+  samples, restored = generate.generate(str(workdir), num=config.batch_size, seed=3)
+  assert restored.step == 0 and restored.data_shape == (16, 16, 1)
+  # (One batch of the run's batch size, BatchNorm on its statistics.)
+  batch = restored.config.batch_size
+  z = np.array(jax.random.normal(jax.random.key(3, impl=restored.config.rng_impl),
+                                 (batch, config.nz)))
+  with torch.no_grad():
+    expected = parity.from_torch(net_g(torch.from_numpy(z)), (16, 16, 1))
+  expected = expected[:config.batch_size]
+  assert parity.deviation(samples, expected) < 1e-5
+
+  # Training on needs no architecture flags: the saved options are the base.
+  saved = checkpoints.saved_config(str(workdir))
+  assert (saved.ngf, saved.nz, saved.channels, saved.dataset) == (8, 8, 1, 'digits')
+  flag_values = flags.FlagValues()
+  cli.define_config_flags(flag_values)
+  flag_values(['train', '--num_gen_iters=1', '--n_critic_warmup=2',
+               '--progress_bar=false'])
+  config = cli.build_config(flag_values, base=saved)
+  assert (config.ngf, config.num_gen_iters) == (8, 1)
+  train.train(config, str(workdir))
+  assert checkpoints.Checkpointer(str(workdir)).steps() == [0, 1]

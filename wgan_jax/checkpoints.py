@@ -52,6 +52,20 @@ FREE_OPTIONS = ('num_gen_iters', 'sample_every', 'log_every', 'progress_bar',
                 'checkpoint_every', 'keep_checkpoints')
 
 
+def saved_config(workdir: str) -> ml_collections.ConfigDict | None:
+  """The config of the newest checkpoint in ``workdir`` (None if it has none)."""
+  if not os.path.isdir(directory(workdir)):
+    return None
+  manager = ocp.CheckpointManager(directory(workdir), item_names=('config',),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  step = manager.latest_step()
+  if step is None:
+    return None
+  config = manager.restore(step, args=ocp.args.Composite(
+      config=ocp.args.JsonRestore()))['config']
+  return ml_collections.ConfigDict(dict(config))
+
+
 def directory(workdir: str) -> str:
   return os.path.abspath(os.path.join(workdir, DIRNAME))
 

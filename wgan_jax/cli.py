@@ -20,7 +20,7 @@ from wgan_jax import configs
 from wgan_jax.errors import UserError
 
 FLAGS = flags.FLAGS
-_DEFAULTS = configs.default.get_config()
+DEFAULTS = configs.default.get_config()
 
 # One flag per config field a user is likely to set: (kind, field, help).
 CONFIG_FLAGS = (
@@ -86,7 +86,7 @@ CONFIG_FLAGS = (
 
 def _help(name: str, text: str) -> str:
   """The help text with the default and any per-dataset preset values."""
-  shown = [repr(_DEFAULTS[name])]
+  shown = [repr(DEFAULTS[name])]
   by_value: dict = {}
   for dataset, preset in configs.PRESETS.items():
     if name in preset:
@@ -107,13 +107,20 @@ def define_config_flags(flag_values=FLAGS) -> None:
                                      flag_values=flag_values)
 
 
-def build_config(flag_values=FLAGS) -> ml_collections.ConfigDict:
-  """--config (or the default plus the dataset's preset), then the flags given."""
+def build_config(flag_values=FLAGS, base=None) -> ml_collections.ConfigDict:
+  """--config (or ``base``, or the default plus the dataset's preset), then
+  the flags given.
+
+  ``base`` is the config of a run being resumed: its options stay unless a
+  flag changes them.
+  """
   if flag_values.config is not None:
     config = flag_values.config
     config.unlock()
+  elif base is not None:
+    config = ml_collections.ConfigDict(base.to_dict())
   else:
-    config = configs.get_config(flag_values.dataset or _DEFAULTS.dataset)
+    config = configs.get_config(flag_values.dataset or DEFAULTS.dataset)
   for _, name, _ in CONFIG_FLAGS:
     value = flag_values[name].value
     if value is not None:

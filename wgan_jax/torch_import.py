@@ -48,8 +48,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-from wgan_jax import models
+from wgan_jax import cli, models
 from wgan_jax.errors import UserError
 from wgan_jax.state import WGANState, create_state
 
@@ -742,3 +743,57 @@ def _with_variables(ts, variables):
   batch_stats = jax.tree.map(cast, variables['batch_stats'], ts.batch_stats)
   return ts.replace(step=0, params=params, batch_stats=batch_stats,
                     opt_state=ts.tx.init(params))
+
+
+# ---------------------------------------------------------------------------
+# Command line: python -m wgan_jax.torch_import --netG=... --netD=... --workdir=DIR
+
+
+def import_into_workdir(netG, netD, config, workdir: str) -> str:  # pylint: disable=invalid-name
+  """Writes the reference's nets as checkpoint 0 of a run in ``workdir``.
+
+  ``config`` supplies the options the files cannot tell (dataset, training
+  options); the architecture comes from the files. ``wgan_jax.generate``
+  then samples from ``workdir`` and ``wgan_jax.train --workdir`` continues
+  training from it, as the reference does when given --netG and --netD.
+  Returns the checkpoint folder.
+  """
+  from wgan_jax import checkpoints, train  # pylint: disable=g-import-not-at-top
+  config = config_from_reference(netG, netD, config)
+  data_shape = reference_data_shape(config, *(p for p in (netG, netD) if p))
+  ckpt_dir = checkpoints.directory(workdir)
+  if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+    raise UserError(f'{ckpt_dir} already holds checkpoints; import into a new '
+                    '--workdir.')
+  init_key, fixed_noise = train.initial_randomness(config)
+  state = state_from_reference(netG, netD, config, init_key, data_shape=data_shape)
+  ckpt = checkpoints.Checkpointer(workdir, config, data_shape)
+  try:
+    ckpt.save(0, state, fixed_noise, data_position=0)
+  finally:
+    ckpt.close()
+  return ckpt.path
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  flag_values = flags.FLAGS
+  if not (flag_values.netG or flag_values.netD):
+    raise UserError('nothing to import: pass --netG, --netD or both.')
+  config = cli.build_config()
+  path = import_into_workdir(flag_values.netG, flag_values.netD, config,
+                             flag_values.workdir)
+  print(f'Imported into {path}:\n'
+        f'  python -m wgan_jax.generate --workdir={flag_values.workdir} '
+        '--num=64 --out=samples.png\n'
+        f'  python -m wgan_jax.train --workdir={flag_values.workdir}')
+
+
+if __name__ == '__main__':
+  cli.define_config_flags()
+  flags.DEFINE_string('netG', None, "The reference's generator file (netG_epoch_N.pth).")
+  flags.DEFINE_string('netD', None, "The reference's critic file (netD_epoch_N.pth).")
+  flags.DEFINE_string('workdir', None, 'A new run directory to import into.',
+                      required=True)
+  app.run(cli.user_errors(main))

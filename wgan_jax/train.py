@@ -139,6 +139,12 @@ def make_sampler_fn(config, data_shape):
   return sample
 
 
+def initial_randomness(config):
+  """(the key that initialises the networks, the fixed noise of the sample grids)."""
+  init_key, noise_key = jax.random.split(root_key(config))
+  return init_key, jax.random.normal(noise_key, (config.num_samples, config.nz))
+
+
 def train(config, workdir: str) -> WGANState:
   """Trains per ``config``, writing outputs to ``workdir``; returns the final state.
 
@@ -149,10 +155,9 @@ def train(config, workdir: str) -> WGANState:
   parallel.per_device_batch(config.batch_size, len(devices))
   prepare_workdir(workdir)
   dataset = input_pipeline.get_dataset(config)
-  init_key, noise_key = jax.random.split(root_key(config))
+  init_key, fixed_noise = initial_randomness(config)
   state = create_state(config, dataset.data_shape, init_key,
                        axis_name=parallel.AXIS)
-  fixed_noise = jax.random.normal(noise_key, (config.num_samples, config.nz))
   ckpt = checkpoints.Checkpointer(workdir, config, dataset.data_shape)
   restored = ckpt.restore(state, fixed_noise)
   start, consumed = 0, 0  # generator iterations done, real batches used
@@ -233,8 +238,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   cli.initialize_distributed()
-  config = cli.build_config()
-  train(config, FLAGS.workdir or os.path.join('runs', config.dataset))
+  workdir = FLAGS.workdir or os.path.join(
+      'runs', FLAGS.dataset or (FLAGS.config or cli.DEFAULTS).dataset)
+  # Resuming (or continuing an imported run): the saved options, changed only
+  # by the flags given now.
+  base = None if FLAGS.config is not None else checkpoints.saved_config(workdir)
+  if base is not None:
+    logging.info('Using the options of the run in %s, with the flags given.', workdir)
+  train(cli.build_config(base=base), workdir)
 
 
 if __name__ == '__main__':
