@@ -145,10 +145,13 @@ def initial_randomness(config):
   return init_key, jax.random.normal(noise_key, (config.num_samples, config.nz))
 
 
-def train(config, workdir: str) -> WGANState:
+def train(config, workdir: str, on_samples=None) -> WGANState:
   """Trains per ``config``, writing outputs to ``workdir``; returns the final state.
 
-  Starts from the newest checkpoint in ``workdir`` if there is one.
+  Starts from the newest checkpoint in ``workdir`` if there is one. Each time
+  it writes a sample grid (every ``config.sample_every`` generator
+  iterations), it calls ``on_samples(gen_iter, grid_png, curve_png)`` if
+  given (a notebook shows them there).
   """
   validate(config)
   devices = parallel.mapped_devices(config.num_devices)
@@ -200,7 +203,10 @@ def train(config, workdir: str) -> WGANState:
       bar.update(1)
       if outputs.primary and (done % config.sample_every == 0 or last):
         variables = parallel.unreplicate(p_state.generator.variables)
-        outputs.samples(done, np.asarray(sample(variables, fixed_noise)))
+        grid = outputs.samples(done, np.asarray(sample(variables, fixed_noise)))
+        curve = outputs.curve()
+        if on_samples is not None:
+          on_samples(done, grid, curve)
       if save:
         ckpt.save(done, parallel.unreplicate(p_state), fixed_noise, consumed)
   finally:
