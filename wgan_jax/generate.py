@@ -32,28 +32,37 @@ FLAGS = flags.FLAGS
 FORMATS = ('.png', '.npy')
 
 
+def sampler(restored: checkpoints.Generator):
+  """``sample(key, n) -> (n, *data_shape)`` samples of a checkpoint's generator,
+  on the device: latents N(0, 1) from ``key``, run in batches of the training
+  batch size (the last one filled up with extra latents, then dropped)."""
+  config = restored.config
+  generator = models.make_generator(config, restored.data_shape)
+  batch = config.batch_size
+  variables = jax.device_put(restored.variables)
+
+  @jax.jit
+  def apply(variables, z):  # (variables as an argument, not baked into the program)
+    out, _ = generator.apply(variables, z, train=True, mutable=['batch_stats'])
+    return out
+
+  def sample(key, n: int):
+    padded = -(-n // batch) * batch
+    latents = jax.random.normal(key, (padded, config.nz), jnp.float32)
+    chunks = [apply(variables, latents[i:i + batch]) for i in range(0, padded, batch)]
+    return jnp.concatenate(chunks)[:n]
+
+  return sample
+
+
 def generate(workdir: str, num: int, seed: int = 0,
              step: int | None = None) -> tuple[np.ndarray, checkpoints.Generator]:
   """``num`` samples from the generator of a checkpoint, and that checkpoint."""
   if num <= 0:
     raise UserError(f'--num={num}: must be positive.')
   restored = checkpoints.Checkpointer(workdir).generator(step)
-  config = restored.config
-  generator = models.make_generator(config, restored.data_shape)
-  batch = config.batch_size
-  padded = -(-num // batch) * batch
-  key = jax.random.key(seed, impl=config.rng_impl)
-  latents = jax.random.normal(key, (padded, config.nz), jnp.float32)
-
-  @jax.jit
-  def sample(variables, z):
-    out, _ = generator.apply(variables, z, train=True, mutable=['batch_stats'])
-    return out
-
-  variables = jax.device_put(restored.variables)
-  chunks = [np.asarray(sample(variables, latents[i:i + batch]))
-            for i in range(0, padded, batch)]
-  return np.concatenate(chunks)[:num], restored
+  key = jax.random.key(seed, impl=restored.config.rng_impl)
+  return np.asarray(sampler(restored)(key, num)), restored
 
 
 def write(path: str, samples: np.ndarray, restored: checkpoints.Generator) -> None:
