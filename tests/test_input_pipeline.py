@@ -1,4 +1,5 @@
-"""Sources: device-resident and host-fed batches are the same batches."""
+"""Sources: device-resident and host-fed batches are the same batches; the
+stacked digits dataset."""
 
 import gc
 import threading
@@ -7,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from wgan_jax import input_pipeline, parallel, state as state_lib, steps
+from wgan_jax import configs, input_pipeline, parallel, state as state_lib, steps
 from wgan_jax.errors import UserError
 
 from .conftest import tiny_config
@@ -110,3 +111,41 @@ def test_data_on_device_auto_uses_the_devices_memory(devices):
     assert isinstance(source, kind)
     if kind is input_pipeline.HostSource:
       source.close()
+
+
+def test_stacked_digits_stack_three_independent_digits():
+  images, modes = input_pipeline.load_stacked_digits(16)
+  assert images.shape == (input_pipeline.STACKED_SIZE, 16, 16, 3)
+  assert images.dtype == np.uint8 and modes.shape == (len(images),)
+  # Each channel is one of the digits (as uint8 pixels), and the mode spells
+  # the three digits' classes.
+  digits = input_pipeline.load_digits(16)[..., 0]
+  pixels = np.round((digits + 1) * 127.5).astype(np.uint8)
+  classes = {}
+  for image, label in zip(pixels, input_pipeline.digit_labels()):
+    classes.setdefault(image.tobytes(), set()).add(label)
+  for image, mode in zip(images[:300], modes[:300]):
+    for c, place in enumerate((100, 10, 1)):
+      assert mode // place % 10 in classes[np.ascontiguousarray(image[..., c]).tobytes()]
+  # All 1000 triples occur, each about equally often; the channels are
+  # drawn independently.
+  counts = np.bincount(modes, minlength=1000)
+  assert len(counts) == 1000 and counts.min() > 0
+  assert counts.max() < 3 * counts.mean()
+  positions = np.stack([modes // 100, modes // 10 % 10, modes % 10])
+  assert np.abs(np.corrcoef(positions) - np.eye(3)).max() < 0.03
+  # The same images every time: the data seed is fixed.
+  again, _ = input_pipeline.load_stacked_digits(16, count=10)
+  np.testing.assert_array_equal(again, images[:10])
+
+
+def test_stacked_digits_is_an_embedded_dataset_of_three_channels():
+  # (uint8 pixels of 16x16x3 train like any others: see
+  # test_training_on_host_fed_and_resident_pixels_is_the_same.)
+  assert 'stacked_digits' in input_pipeline.EMBEDDED
+  assert configs.get_config('stacked_digits').channels == 3
+  data = input_pipeline.get_dataset(tiny_config('stacked_digits'))
+  assert data.data_shape == (16, 16, 3) and data.examples.dtype == np.uint8
+  assert data.is_image and len(data) == input_pipeline.STACKED_SIZE
+  with pytest.raises(UserError, match='--channels=3'):
+    input_pipeline.get_dataset(tiny_config('stacked_digits', channels=1))

@@ -25,7 +25,7 @@ DEFAULTS = configs.default.get_config()
 # One flag per config field a user is likely to set: (kind, field, help).
 CONFIG_FLAGS = (
     ('string', 'dataset',
-     'Dataset: digits | gaussians8 | gaussians25 | swissroll (embedded), a '
+     'Dataset: digits | stacked_digits | gaussians8 | gaussians25 | swissroll (embedded), a '
      'tensorflow-datasets image dataset (celeb_a, cifar10, mnist, fashion_mnist, '
      'lsun/bedroom, ...) or folder:PATH (every image under PATH)'),
     ('string', 'data_dir',

@@ -6,6 +6,10 @@ download:
 
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images),
   resized to the image size, white on black.
+* ``stacked_digits``: three independently drawn digits as the three colour
+  channels (the Stacked-MNIST benchmark of the Unrolled GAN / VEEGAN /
+  PacGAN papers on these digits): 1000 modes, one per digit triple;
+  25,600 images drawn once, kept as uint8 pixels.
 * ``gaussians8``: a ring of 8 Gaussians, radius 2, std 0.02;
   ``gaussians25``: a 5x5 grid of Gaussians, spacing 2, std 0.05 (the 2-D
   mixtures of the Unrolled GAN / VEEGAN / PacGAN papers);
@@ -105,13 +109,40 @@ def load_digits(image_size: int, channels: int = 1) -> np.ndarray:
   return np.repeat(images[..., None], channels, axis=-1)
 
 
+def digit_labels() -> np.ndarray:
+  """The class (0..9) of each of ``load_digits``' images, in its order."""
+  from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
+  return sk_datasets.load_digits().target.astype(np.int64)
+
+
+STACKED_SIZE = 25_600  # the Stacked-MNIST training count of the PacGAN code
+
+
+def stack_digits(images: np.ndarray, labels: np.ndarray, count: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """``count`` images whose three channels are independently drawn
+  ``images`` (N, S, S) and their modes, ``100 * l0 + 10 * l1 + l2``."""
+  picks = rng.integers(0, len(images), (count, 3))
+  modes = labels[picks] @ np.array([100, 10, 1])
+  return np.moveaxis(images[picks], 1, -1), modes
+
+
+def load_stacked_digits(image_size: int, count: int = STACKED_SIZE,
+                        seed: int = DATA_SEED) -> tuple[np.ndarray, np.ndarray]:
+  """``count`` stacked digits, (count, S, S, 3) uint8 pixels (a quarter of
+  float32's memory), and their modes 0..999."""
+  digits = load_digits(image_size)[..., 0]
+  pixels = np.round((digits + 1.0) * 127.5).astype(np.uint8)
+  return stack_digits(pixels, digit_labels(), count, np.random.default_rng(seed))
+
+
 def load_swissroll(n: int, seed: int) -> np.ndarray:
   from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
   points, _ = sk_datasets.make_swiss_roll(n, noise=0.25, random_state=seed)
   return (points[:, [0, 2]] / 7.5).astype(np.float32)
 
 
-EMBEDDED = ('digits', 'gaussians8', 'gaussians25', 'swissroll')
+EMBEDDED = ('digits', 'stacked_digits', 'gaussians8', 'gaussians25', 'swissroll')
 
 
 def get_dataset(config) -> Dataset:
@@ -119,6 +150,11 @@ def get_dataset(config) -> Dataset:
   name = config.dataset
   if name == 'digits':
     return Dataset(name, load_digits(config.image_size, config.channels or 1))
+  if name == 'stacked_digits':
+    if config.channels not in (0, 3):
+      raise UserError(f'--channels={config.channels}: stacked_digits has 3 channels '
+                      '(one digit each); pass --channels=3 or 0.')
+    return Dataset(name, load_stacked_digits(config.image_size)[0])
   if name in MIXTURES:
     rng = np.random.default_rng(DATA_SEED)
     return Dataset(name, MIXTURES[name].sample(TOY_SIZE, rng))

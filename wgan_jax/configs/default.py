@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   # Data.
-  # digits | gaussians8 | gaussians25 | swissroll (embedded), a
+  # digits | stacked_digits | gaussians8 | gaussians25 | swissroll (embedded), a
   # tensorflow-datasets name (celeb_a, cifar10, mnist, lsun/bedroom, ...), or
   # folder:PATH (every image under PATH)
   c.dataset = 'digits'
