@@ -30,12 +30,14 @@ def test_dcgan_shapes_and_reference_parameter_counts(size, extra):
   nz, nc, ngf, ndf = 12, 3, 8, 8
   gen = models.DCGANGenerator(size, nc, ngf, n_extra_layers=extra)
   critic = models.DCGANCritic(size, ndf, n_extra_layers=extra)
-  z = jnp.ones((2, nz))
-  g_vars = _init(gen, z)
-  images = gen.apply(g_vars, z, train=False)
+  # Shapes only (jax.eval_shape): nothing is compiled or run.
+  z = jax.ShapeDtypeStruct((2, nz), jnp.float32)
+  key = jax.random.key(0, impl='rbg')
+  g_vars = jax.eval_shape(lambda z: gen.init(key, z, train=False), z)
+  images = jax.eval_shape(lambda v, z: gen.apply(v, z, train=False), g_vars, z)
   assert images.shape == (2, size, size, nc)
-  c_vars = _init(critic, images)
-  scores = critic.apply(c_vars, images, train=False)
+  c_vars = jax.eval_shape(lambda x: critic.init(key, x, train=False), images)
+  scores = jax.eval_shape(lambda v, x: critic.apply(v, x, train=False), c_vars, images)
   assert scores.shape == (2,)
 
   t_gen = ref.DCGAN_G(size, nz, nc, ngf, extra)
