@@ -218,7 +218,7 @@ def test_a_config_file_counts_as_explicit(tmp_path):
 def test_help_says_what_each_loss_sets():
   flag_values = flags.FlagValues()
   cli.define_config_flags(flag_values)
-  assert '(default: 0.01). --loss=wgan-gp and gan sets 0.0.' in flag_values['clip'].help
+  assert '(default: 0.01). --loss=wgan-gp and gan set 0.0.' in flag_values['clip'].help
   assert '--loss=wgan-gp sets 0.0001. --loss=gan sets 0.0002.' in \
       flag_values['lr_gen'].help
   for text in ('wgan-gp: optimizer=adam', 'beta2=0.9', 'gan: optimizer=adam'):

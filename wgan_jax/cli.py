@@ -59,14 +59,14 @@ CONFIG_FLAGS = (
      'Objective: wgan (weight clipping, Arjovsky et al. 2017) | wgan-gp (gradient '
      'penalty, Gulrajani et al. 2017) | gan (the standard GAN: sigmoid '
      'cross-entropy, non-saturating generator loss, DCGAN settings). Each sets '
-     'its paper\'s defaults for the options it names below, unless given '
-     'explicitly (as a flag or in --config): ' + _loss_table()),
+     'its paper\'s defaults for these options, unless they are given '
+     'explicitly (as flags or in --config): ' + _loss_table()),
     ('float', 'lr_critic', 'Critic learning rate'),
     ('float', 'lr_gen', 'Generator learning rate'),
     ('string', 'optimizer', 'Optimiser: rmsprop | adam'),
     ('float', 'beta1', 'Adam beta1'),
     ('float', 'beta2', 'Adam beta2'),
-    ('float', 'clip', 'Critic weights are clipped to [-clip, clip]; 0 does not clip'),
+    ('float', 'clip', 'Clip critic weights to [-clip, clip]; 0 does not clip'),
     ('float', 'gp_weight', 'wgan-gp: weight (lambda) of the gradient penalty'),
     ('string', 'clip_when',
      'Clip after each critic update (paper) or before each critic step (reference '
@@ -114,8 +114,9 @@ def _help(name: str, text: str) -> str:
   for loss, values in configs.LOSS_DEFAULTS.items():
     if name in values and values[name] != _DEFAULTS[name]:
       by_loss.setdefault(values[name], []).append(loss)
-  losses = ''.join(f' --loss={" and ".join(names)} sets {value!r}.'
-                   for value, names in by_loss.items())
+  losses = ''.join(
+      f' --loss={" and ".join(names)} {"sets" if len(names) == 1 else "set"} {value!r}.'
+      for value, names in by_loss.items())
   return f'{text} (default: {"; ".join(shown)}).{losses}'
 
 
