@@ -132,3 +132,21 @@ def test_a_run_of_seeds_writes_and_resumes_each_seed_as_a_single_run(tmp_path):
     train.train(train.seed_config(config, 5), str(workdir))
   with pytest.raises(UserError, match='holds a single run'):
     train.train(config, str(single_dir))
+
+
+@pytest.mark.parametrize('source_type', [input_pipeline.DeviceResidentSource,
+                                         input_pipeline.HostSource])
+def test_sources_give_each_seed_its_own_batches(devices, source_type):
+  examples = np.arange(40 * 2, dtype=np.float32).reshape(40, 2)
+  dataset = input_pipeline.Dataset('points', examples)
+
+  def examples_of(source, first, n):
+    data, batches = source.batches(first, n)
+    batches = np.asarray(batches)
+    return batches if data is None else examples[batches]
+
+  seeded = examples_of(source_type(dataset, 8, [4, 9], devices[:2]), 3, 2)
+  assert seeded.shape == (2, 2, 2, 4, 2)  # devices, n, seeds, batch / devices, point
+  for k, seed in enumerate((4, 9)):
+    alone = examples_of(source_type(dataset, 8, seed, devices[:2]), 3, 2)
+    np.testing.assert_array_equal(seeded[:, :, k], alone)
