@@ -16,6 +16,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
@@ -214,7 +215,7 @@ def train(config, workdir: str) -> WGANState:
   keys = [jax.random.split(root_key(c)) for c, _ in runs]
   if seeded:
     state = create_states(config, dataset.data_shape,
-                          jax.numpy.stack([k[0] for k in keys]),
+                          jnp.stack([k[0] for k in keys]),
                           axis_name=parallel.AXIS)
   else:
     state = create_state(config, dataset.data_shape, keys[0][0],
