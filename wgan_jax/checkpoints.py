@@ -204,6 +204,15 @@ class Checkpointer:
       raise first_error
     return None
 
+  def restore_step(self, step: int, template: WGANState, fixed_noise) -> Restored:
+    """The checkpoint of iteration ``step`` (see ``restore``), read or raised."""
+    self._same_on_every_process(self.steps())
+    return self._restore(step, template, fixed_noise)
+
+  def delete(self, step: int) -> None:
+    """Removes the checkpoint of iteration ``step``."""
+    self._guarded(lambda: self._manager.delete(step))
+
   def generator(self, step: int | None = None) -> Generator:
     """The generator of the newest checkpoint (or of ``step``), as saved:
     no optimiser or critic is built."""

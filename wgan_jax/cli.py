@@ -22,6 +22,13 @@ from wgan_jax.errors import UserError
 FLAGS = flags.FLAGS
 DEFAULTS = configs.default.get_config()
 
+
+def _loss_table() -> str:
+  return '; '.join(
+      f'{loss}: ' + ', '.join(f'{k}={v}' for k, v in values.items())
+      for loss, values in configs.LOSS_DEFAULTS.items())
+
+
 # One flag per config field a user is likely to set: (kind, field, help).
 CONFIG_FLAGS = (
     ('string', 'dataset',
@@ -48,11 +55,19 @@ CONFIG_FLAGS = (
     ('boolean', 'no_bn', 'DCGAN generator without BatchNorm (the reference\'s --noBN)'),
     ('boolean', 'critic_bn', 'BatchNorm in the DCGAN critic'),
     ('integer', 'n_extra_layers', 'Extra 3x3 conv layers in the DCGAN generator and critic'),
+    ('string', 'loss',
+     'Objective: wgan (weight clipping, Arjovsky et al. 2017) | wgan-gp (gradient '
+     'penalty, Gulrajani et al. 2017) | gan (the standard GAN: sigmoid '
+     'cross-entropy, non-saturating generator loss, DCGAN settings). Each sets '
+     'its paper\'s defaults for these options, unless they are given '
+     'explicitly (as flags or in --config): ' + _loss_table()),
     ('float', 'lr_critic', 'Critic learning rate'),
     ('float', 'lr_gen', 'Generator learning rate'),
     ('string', 'optimizer', 'Optimiser: rmsprop | adam'),
     ('float', 'beta1', 'Adam beta1'),
-    ('float', 'clip', 'Critic weights are clipped to [-clip, clip]'),
+    ('float', 'beta2', 'Adam beta2'),
+    ('float', 'clip', 'Clip critic weights to [-clip, clip]; 0 does not clip'),
+    ('float', 'gp_weight', 'wgan-gp: weight (lambda) of the gradient penalty'),
     ('string', 'clip_when',
      'Clip after each critic update (paper) or before each critic step (reference '
      'code): after | before'),
@@ -64,6 +79,9 @@ CONFIG_FLAGS = (
      'Every this many generator iterations the critic gets n_critic_warmup; 0 never'),
     ('integer', 'num_gen_iters', 'Generator iterations to train'),
     ('integer', 'seed', 'Random seed (initialisation, noise, data order)'),
+    ('integer', 'num_seeds',
+     'Train this many independent runs at once (seeds seed, seed + 1, ...; one '
+     'compile, vmapped), each with its own outputs in WORKDIR/seed_<seed>/'),
     ('string', 'rng_impl',
      'PRNG: rbg (fast, reproducible on one backend) | threefry2x32 (same numbers '
      'on every backend)'),
@@ -92,7 +110,14 @@ def _help(name: str, text: str) -> str:
     if name in preset:
       by_value.setdefault(preset[name], []).append(dataset)
   shown += [f'{value!r} for {", ".join(names)}' for value, names in by_value.items()]
-  return f'{text} (default: {"; ".join(shown)}).'
+  by_loss: dict = {}
+  for loss, values in configs.LOSS_DEFAULTS.items():
+    if name in values and values[name] != DEFAULTS[name]:
+      by_loss.setdefault(values[name], []).append(loss)
+  losses = ''.join(
+      f' --loss={" and ".join(names)} {"sets" if len(names) == 1 else "set"} {value!r}.'
+      for value, names in by_loss.items())
+  return f'{text} (default: {"; ".join(shown)}).{losses}'
 
 
 def define_config_flags(flag_values=FLAGS) -> None:
@@ -109,23 +134,29 @@ def define_config_flags(flag_values=FLAGS) -> None:
 
 def build_config(flag_values=FLAGS, base=None) -> ml_collections.ConfigDict:
   """--config (or ``base``, or the default plus the dataset's preset), then
-  the flags given.
+  the loss's defaults for the fields neither the file nor a flag sets, then
+  the flags.
 
   ``base`` is the config of a run being resumed: its options stay unless a
-  flag changes them.
+  flag changes them (a flag that changes the loss brings that loss's defaults).
   """
   if flag_values.config is not None:
     config = flag_values.config
     config.unlock()
+    explicit = configs.explicit_fields(config)
   elif base is not None:
     config = ml_collections.ConfigDict(base.to_dict())
+    new_loss = flag_values['loss'].value not in (None, config.get('loss'))
+    explicit = set() if new_loss else set(config.keys())
   else:
     config = configs.get_config(flag_values.dataset or DEFAULTS.dataset)
+    explicit = set()
   for _, name, _ in CONFIG_FLAGS:
     value = flag_values[name].value
     if value is not None:
       config[name] = value
-  return config
+      explicit.add(name)
+  return configs.apply_loss_defaults(config, explicit)
 
 
 def define_distributed_flags(flag_values=FLAGS) -> None:

@@ -21,7 +21,8 @@ image under PATH; ``image_data`` decodes those once into cached uint8 pixels.
 
 Examples are used in epochs, each a fresh permutation (the reference's
 shuffling ``DataLoader``); batch k of a run is a pure function of the seed and
-k, so a resumed run sees the same data. A source hands the batches to the
+k, so a resumed run sees the same data. Given several seeds (``--num_seeds``),
+a source hands out each seed's batch k side by side. A source hands the batches to the
 devices: ``DeviceResidentSource`` keeps the whole dataset on every device and
 sends only indices; ``HostSource`` gathers batches on the host and puts them
 on the devices ahead of use, from a thread. ``make_source`` chooses
@@ -202,6 +203,37 @@ class EpochSampler:
     return out
 
 
+class SeedsSampler:
+  """The batch indices of several runs at once, one ``EpochSampler`` per seed."""
+
+  def __init__(self, num_examples: int, batch_size: int, seeds):
+    self.samplers = [EpochSampler(num_examples, batch_size, s) for s in seeds]
+
+  def indices(self, first_batch: int, num_batches: int) -> np.ndarray:
+    """Each seed's batches [first_batch, first_batch + num_batches), shape (n, seeds, B)."""
+    return np.stack([s.indices(first_batch, num_batches) for s in self.samplers],
+                    axis=1)
+
+
+def make_sampler(num_examples: int, batch_size: int, seed):
+  """An ``EpochSampler`` for one seed (an int), a ``SeedsSampler`` for a list."""
+  if isinstance(seed, (int, np.integer)):
+    return EpochSampler(num_examples, batch_size, int(seed))
+  return SeedsSampler(num_examples, batch_size, seed)
+
+
+def _shard(batches: np.ndarray, seeded: bool, num_devices: int, positions):
+  """(n, B, ...) -> (devices, n, B / devices, ...), or with seeds
+  (n, seeds, B, ...) -> (devices, n, seeds, B / devices, ...)."""
+  from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
+  if not seeded:
+    return parallel.shard_batches(batches, num_devices, positions)
+  n, k = batches.shape[:2]
+  x = parallel.shard_batches(batches.reshape(n * k, *batches.shape[2:]),
+                             num_devices, positions)
+  return x.reshape(len(x), n, k, *x.shape[2:])
+
+
 def _put_replicated(array: np.ndarray, devices) -> 'jax.Array':
   """A copy of ``array`` on each device, (devices, *shape), laid out as pmap
   takes it; one transfer per device and no second copy on it."""
@@ -220,16 +252,18 @@ class DeviceResidentSource:
 
   ``batches(first, n)`` gives what ``parallel.TrainIteration`` takes for the
   critic steps [first, first + n) of a run: the resident array and the
-  indices, (devices, n, batch / devices), for this process's devices. uint8
-  pixels stay uint8 on the devices (a quarter of float32) and become floats
-  after the gather.
+  indices, (devices, n, batch / devices), for this process's devices
+  ((devices, n, seeds, batch / devices) for a list of seeds). uint8 pixels
+  stay uint8 on the devices (a quarter of float32) and become floats after
+  the gather.
   """
 
-  def __init__(self, dataset: Dataset, batch_size: int, seed: int, devices):
+  def __init__(self, dataset: Dataset, batch_size: int, seed, devices):
     from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
-    self._shard = functools.partial(parallel.shard_batches, num_devices=len(devices),
-                                    positions=parallel.local_positions(devices))
-    self.sampler = EpochSampler(len(dataset), batch_size, seed)
+    self.sampler = make_sampler(len(dataset), batch_size, seed)
+    self._shard = functools.partial(
+        _shard, seeded=isinstance(self.sampler, SeedsSampler),
+        num_devices=len(devices), positions=parallel.local_positions(devices))
     self.data = _put_replicated(dataset.examples, devices)
 
   def batches(self, first_batch: int, num_batches: int):
@@ -244,15 +278,16 @@ def gather(examples: np.ndarray, indices: np.ndarray) -> np.ndarray:
   return out
 
 
-def _put_batch(examples, sampler: EpochSampler, sharding, num_devices: int,
-               positions, k: int):
-  """Batch k on the devices: (devices, batch / devices, ...)."""
+def _put_batch(examples, sampler, sharding, num_devices: int, positions, k: int):
+  """Batch k on the devices: (devices, batch / devices, ...), or for
+  several seeds (devices, seeds, batch / devices, ...)."""
   import jax  # pylint: disable=g-import-not-at-top
-  batch = gather(examples, sampler.indices(k, 1)[0])
+  indices = sampler.indices(k, 1)[0]  # (B,) or (seeds, B)
+  batch = gather(examples, indices.ravel()).reshape(*indices.shape,
+                                                    *examples.shape[1:])
   # Every process gathers the same global batch and puts its devices' slices.
-  from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
-  return jax.device_put(parallel.shard_batches(batch[None], num_devices, positions)[:, 0],
-                        sharding)
+  x = _shard(batch[None], indices.ndim == 2, num_devices, positions)[:, 0]
+  return jax.device_put(x, sharding)
 
 
 class _Failure:
@@ -313,13 +348,13 @@ class HostSource:
   ``first`` starts the thread again from there.
   """
 
-  def __init__(self, dataset: Dataset, batch_size: int, seed: int, devices,
+  def __init__(self, dataset: Dataset, batch_size: int, seed, devices,
                prefetch: int = 32):
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from wgan_jax import parallel  # pylint: disable=g-import-not-at-top
     parallel.per_device_batch(batch_size, len(devices))
-    self.sampler = EpochSampler(len(dataset), batch_size, seed)
+    self.sampler = make_sampler(len(dataset), batch_size, seed)
     sharding = parallel.device_sharding(devices)
     # A function of the data alone, so that the thread keeps no reference to
     # this source and dropping the source stops the thread.
@@ -380,14 +415,18 @@ def keep_on_device(setting: str, nbytes: int, devices) -> bool:
 
 def make_source(dataset: Dataset, config, devices):
   """The source ``config.data_on_device`` asks for (auto: resident where the
-  examples fit in a quarter of a device's memory, else host-fed)."""
+  examples fit in a quarter of a device's memory, else host-fed), with the
+  batches of each of ``config.num_seeds`` seeds when that is over 1."""
   nbytes = dataset.examples.nbytes
+  seed = config.seed
+  if config.num_seeds > 1:
+    seed = [config.seed + k for k in range(config.num_seeds)]
   if keep_on_device(config.data_on_device, nbytes, devices):
     logging.info('Keeping the %d examples (%.1f MB, %s) on each device.',
                  len(dataset), nbytes / 2**20, dataset.examples.dtype)
-    return DeviceResidentSource(dataset, config.batch_size, config.seed, devices)
+    return DeviceResidentSource(dataset, config.batch_size, seed, devices)
   logging.info('Feeding the %d examples (%.1f MB, %s) from the host, %d batches '
                'ahead.', len(dataset), nbytes / 2**20, dataset.examples.dtype,
                config.prefetch_batches)
-  return HostSource(dataset, config.batch_size, config.seed, devices,
+  return HostSource(dataset, config.batch_size, seed, devices,
                     prefetch=config.prefetch_batches)

@@ -9,9 +9,16 @@ with the whole batch.
 
 Latents are drawn on the devices: critic step j of generator iteration i uses
 ``normal(fold_in(fold_in(rng, i), j), (global_batch, nz))`` and each device
-takes its slice, so the numbers do not depend on the device count. Real
+takes its slice, so the numbers do not depend on the device count (WGAN-GP's
+interpolation weights likewise, from ``fold_in`` of that key with 1). Real
 examples come either as a device-resident array plus host-chosen indices
 (the embedded datasets), or as batches fed from the host.
+
+With ``num_seeds`` K > 1, K independent runs train at once: every leaf of
+the state, every batch and every metric has a seed axis after the device
+axis, and the step functions are ``vmap``ped over it inside the ``pmap``.
+Each seed draws its random numbers from its own key exactly as a run of its
+own would, so seed k's run is the single run with its seed.
 
 In a multi-process run (``initialize_distributed``) the pmap spans every
 process's devices; each process feeds only its own devices' slices of every
@@ -160,7 +167,9 @@ class TrainIteration:
   (replicated) with ``batches`` int32 indices of shape (devices, n_critic, b),
   or ``data=None`` with ``batches`` the examples themselves, shape
   (devices, n_critic, b, ...). ``metrics`` are the last critic step's and the
-  generator step's, as host floats.
+  generator step's, as host floats. With ``config.num_seeds`` K > 1 the state
+  has a seed axis after the device axis, (devices, K, ...), the batches after
+  n_critic, (devices, n_critic, K, b, ...), and the metrics (devices, K).
   """
 
   def __init__(self, config, devices: Sequence[jax.Device]):
@@ -172,11 +181,13 @@ class TrainIteration:
     self.nz = config.nz
     self.rng_impl = config.rng_impl
     self.mode = resolve_mode(config.iteration_mode)
-    self._critic_step = functools.partial(
+    self.num_seeds = config.num_seeds
+    self.penalty = config.loss == 'wgan-gp'
+    self._critic_step = self._seeded(functools.partial(
         steps.critic_step, clip=config.clip, clip_when=config.clip_when,
-        axis_name=AXIS)
-    self._generator_step = functools.partial(steps.generator_step,
-                                             axis_name=AXIS)
+        loss=config.loss, gp_weight=config.gp_weight, axis_name=AXIS))
+    self._generator_step = self._seeded(functools.partial(
+        steps.generator_step, loss=config.loss, axis_name=AXIS))
     # On several CPU devices, XLA's collectives deadlock once a hundred or so
     # computations are queued (the threads that would run the last device's
     # part are all taken by others waiting for it: jax 0.10.2, in one process
@@ -193,12 +204,27 @@ class TrainIteration:
 
   # Per-device pieces (traced under pmap).
 
-  def _latents(self, state: WGANState, j):
-    key = jax.random.wrap_key_data(state.rng, impl=self.rng_impl)
-    key = jax.random.fold_in(jax.random.fold_in(key, state.gen_iter), j)
-    z = jax.random.normal(key, (self.batch_size, self.nz), jnp.float32)
+  def _seeded(self, fn):
+    return fn if self.num_seeds == 1 else jax.vmap(fn)
+
+  def _randoms(self, rng, gen_iter, j):
+    """This device's slice of the latents of critic step j (and, for
+    WGAN-GP, of the interpolation weights), as a tuple of step arguments."""
+    key = jax.random.wrap_key_data(rng, impl=self.rng_impl)
+    key = jax.random.fold_in(jax.random.fold_in(key, gen_iter), j)
     start = jax.lax.axis_index(AXIS) * self.local_batch
-    return jax.lax.dynamic_slice_in_dim(z, start, self.local_batch)
+    z = jax.random.normal(key, (self.batch_size, self.nz), jnp.float32)
+    out = (jax.lax.dynamic_slice_in_dim(z, start, self.local_batch),)
+    if self.penalty:
+      eps = jax.random.uniform(jax.random.fold_in(key, 1), (self.batch_size,))
+      out += (jax.lax.dynamic_slice_in_dim(eps, start, self.local_batch),)
+    return out
+
+  def _latents(self, state: WGANState, j):
+    if self.num_seeds == 1:
+      return self._randoms(state.rng, state.gen_iter, j)
+    # Seed by seed, not vmapped: rbg keys give other numbers under vmap.
+    return jax.lax.map(lambda s: self._randoms(*s, j), (state.rng, state.gen_iter))
 
   @staticmethod
   def _reals(data, batch):
@@ -206,10 +232,10 @@ class TrainIteration:
 
   def _one_critic_step(self, state, data, batch, j):
     return self._critic_step(state, self._reals(data, batch),
-                             self._latents(state, j))
+                             *self._latents(state, j))
 
   def _one_generator_step(self, state, n_critic):
-    return self._generator_step(state, self._latents(state, n_critic))
+    return self._generator_step(state, self._latents(state, n_critic)[0])
 
   def _iteration(self, state, data, batches, *, unroll: bool):
     n_critic = batches.shape[0]

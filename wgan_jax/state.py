@@ -87,3 +87,15 @@ def create_state(config, data_shape: Sequence[int], rng: jax.Array,
       critic=train_state_of(critic, c_vars, config.lr_critic),
       gen_iter=jnp.zeros((), jnp.int32),
       rng=jax.random.key_data(run_key))
+
+
+def create_states(config, data_shape: Sequence[int], rngs: jax.Array,
+                  axis_name: str | None = None) -> WGANState:
+  """``create_state`` for each key of ``rngs`` (a 1-D key array), stacked on a
+  leading seed axis; one compile.
+
+  A loop (``lax.map``), not ``vmap``: under ``vmap`` ``rbg`` keys give other
+  numbers, and state k must be the one ``create_state`` gives for key k.
+  """
+  return jax.lax.map(
+      lambda key: create_state(config, data_shape, key, axis_name), rngs)

@@ -1,7 +1,8 @@
 """Pure per-device step functions of Algorithm 1, and the critic schedule.
 
-Every input is explicit: the real batch and the latents are arguments, so a
-test can feed a reference implementation the same numbers. Under ``pmap``
+Every input is explicit: the real batch, the latents and (WGAN-GP) the
+interpolation weights are arguments, so a test can feed a reference
+implementation the same numbers. Under ``pmap``
 pass ``axis_name``; gradients and metrics are then averaged over it (and
 BatchNorm, through the models, sees the global batch).
 """
@@ -31,65 +32,85 @@ def _pmean(tree, axis_name):
   return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
 
-def critic_step(state: WGANState, real_batch, latents, *, clip: float,
-                clip_when: str = 'after', axis_name: str | None = None):
-  """One critic update: maximise E[f(real)] - E[f(G(z))], then clip.
+def critic_step(state: WGANState, real_batch, latents, eps=None, *,
+                clip: float, clip_when: str = 'after', loss: str = 'wgan',
+                gp_weight: float = 10.0, axis_name: str | None = None):
+  """One critic update of the ``loss`` objective (see ``losses``), then clip.
 
   As in the reference, real and fake go through the critic in two passes in
   training mode (each updating the running statistics), and the generator
   runs in training mode too (its running statistics move; its parameters do
   not). ``clip_when='before'`` clips before the update instead, as the
-  reference code does.
+  reference code does; ``clip=0`` does not clip. ``eps`` (one uniform number
+  per example) places the interpolates of the gradient penalty
+  (``loss='wgan-gp'``); the penalty's pass leaves the running statistics as
+  they are.
   """
   gen, critic = state.generator, state.critic
   fake, g_stats = _forward(gen, gen.params, gen.batch_stats, latents)
   fake = jax.lax.stop_gradient(fake)
-  if clip_when == 'before':
+  if clip and clip_when == 'before':
     critic = critic.replace(params=clip_params(critic.params, clip))
 
   def loss_fn(params):
     f_real, stats = _forward(critic, params, critic.batch_stats, real_batch)
     f_fake, stats = _forward(critic, params, stats, fake)
-    return losses.critic_loss(f_real, f_fake), (stats, f_real, f_fake)
+    extra = {}
+    if loss == 'gan':
+      value = losses.gan_discriminator_loss(f_real, f_fake)
+    else:
+      value = losses.critic_loss(f_real, f_fake)
+    if loss == 'wgan-gp':
+      penalty = losses.gradient_penalty(
+          lambda x: _forward(critic, params, stats, x)[0],
+          losses.interpolates(real_batch, fake, eps))
+      extra['gradient_penalty'] = penalty
+      value = value + gp_weight * penalty
+    return value, (stats, f_real, f_fake, extra)
 
-  (loss, (c_stats, f_real, f_fake)), grads = jax.value_and_grad(
+  (value, (c_stats, f_real, f_fake, extra)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(critic.params)
   grads = _pmean(grads, axis_name)
   critic = critic.apply_gradients(grads=grads, batch_stats=c_stats)
-  if clip_when == 'after':
+  if clip and clip_when == 'after':
     critic = critic.replace(params=clip_params(critic.params, clip))
-  metrics = _pmean({
-      'critic_loss': loss,
-      'wasserstein': -loss,
-      'critic_real': jnp.mean(f_real),
-      'critic_fake': jnp.mean(f_fake),
-  }, axis_name)
+  metrics = {'critic_loss': value}
+  if loss != 'gan':
+    metrics['wasserstein'] = losses.wasserstein_estimate(f_real, f_fake)
+  metrics.update(critic_real=jnp.mean(f_real), critic_fake=jnp.mean(f_fake),
+                 **extra)
+  if loss == 'gan':  # the discriminator's mean probabilities
+    metrics.update(d_real=jnp.mean(jax.nn.sigmoid(f_real)),
+                   d_fake=jnp.mean(jax.nn.sigmoid(f_fake)))
   state = state.replace(generator=gen.replace(batch_stats=g_stats),
                         critic=critic)
-  return state, metrics
+  return state, _pmean(metrics, axis_name)
 
 
-def generator_step(state: WGANState, latents, *, axis_name: str | None = None):
-  """One generator update: maximise E[f(G(z))]; the critic's weights stay.
+def generator_step(state: WGANState, latents, *, loss: str = 'wgan',
+                   axis_name: str | None = None):
+  """One generator update: maximise E[f(G(z))] (``loss='gan'``: minimise
+  -E[log D(G(z))]); the critic's weights stay.
 
   The critic runs in training mode, so (as in the reference) its BatchNorm
   running statistics move; its parameters and optimiser state do not.
   """
   gen, critic = state.generator, state.critic
+  objective = losses.gan_generator_loss if loss == 'gan' else losses.generator_loss
 
   def loss_fn(params):
     fake, g_stats = _forward(gen, params, gen.batch_stats, latents)
     f_fake, c_stats = _forward(critic, critic.params, critic.batch_stats, fake)
-    return losses.generator_loss(f_fake), (g_stats, c_stats)
+    return objective(f_fake), (g_stats, c_stats)
 
-  (loss, (g_stats, c_stats)), grads = jax.value_and_grad(
+  (value, (g_stats, c_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(gen.params)
   grads = _pmean(grads, axis_name)
   gen = gen.apply_gradients(grads=grads, batch_stats=g_stats)
   state = state.replace(generator=gen,
                         critic=critic.replace(batch_stats=c_stats),
                         gen_iter=state.gen_iter + 1)
-  return state, _pmean({'generator_loss': loss}, axis_name)
+  return state, _pmean({'generator_loss': value}, axis_name)
 
 
 def critic_iterations(gen_iter: int, config) -> int:

@@ -10,18 +10,20 @@ resumes from the newest checkpoint there.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from wgan_jax import (checkpoints, cli, input_pipeline, models, parallel, steps,
-                      visualize, writers)
+from wgan_jax import (checkpoints, cli, input_pipeline, losses, models, parallel,
+                      steps, visualize, writers)
 from wgan_jax.errors import UserError
-from wgan_jax.state import WGANState, create_state, root_key
+from wgan_jax.state import WGANState, create_state, create_states, root_key
 
 FLAGS = flags.FLAGS
 
@@ -37,9 +39,15 @@ def validate(config) -> None:
                'boost_every', 'channels', 'num_devices', 'checkpoint_every'):
     if config[name] < 0:
       raise UserError(f'--{name}={config[name]}: must not be negative.')
-  for name in ('lr_critic', 'lr_gen', 'clip'):
+  for name in ('lr_critic', 'lr_gen'):
     if not config[name] > 0:
       raise UserError(f'--{name}={config[name]}: must be positive.')
+  if not config.clip >= 0:
+    raise UserError(f'--clip={config.clip}: must be positive, or 0 not to clip.')
+  if not config.gp_weight >= 0:
+    raise UserError(f'--gp_weight={config.gp_weight}: must not be negative.')
+  if config.num_seeds < 1:
+    raise UserError(f'--num_seeds={config.num_seeds}: must be at least 1.')
   if config.image_size <= 0:
     raise UserError(f'--image_size={config.image_size}: must be positive.')
   if 'dcgan' in (config.generator, config.critic) and (
@@ -55,14 +63,14 @@ def validate(config) -> None:
     raise UserError(f'--rng_impl={config.rng_impl!r}: choose rbg or threefry2x32.')
   if config.clip_when not in ('after', 'before'):
     raise UserError(f'--clip_when={config.clip_when!r}: choose after or before.')
-  if config.loss != 'wgan':
-    raise UserError(f'loss={config.loss!r}: this version trains loss=wgan.')
+  if config.loss not in losses.LOSSES:
+    raise UserError(f'--loss={config.loss!r}: choose {", ".join(losses.LOSSES)}.')
   parallel.resolve_mode(config.iteration_mode)
 
 
-def prepare_workdir(workdir: str) -> None:
+def prepare_workdir(workdir: str, samples: bool = True) -> None:
   try:
-    os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
+    os.makedirs(os.path.join(workdir, 'samples' if samples else ''), exist_ok=True)
     probe = os.path.join(workdir, f'.write_test.{jax.process_index()}')
     with open(probe, 'w', encoding='utf-8') as f:
       f.write('ok')
@@ -116,14 +124,54 @@ class Outputs:
     if not self.primary:
       return None
     records = writers.read_metrics(self.writer.path)
-    path = self.path('wasserstein.png')
+    metric, filename, ylabel, name = CURVES[self.config.loss]
+    path = self.path(filename)
     if records:
       visualize.save_curve(
           path, np.array([r['gen_iter'] for r in records]),
-          np.array([r['wasserstein'] for r in records]),
-          ylabel='Wasserstein estimate  E f(real) - E f(fake)',
-          title=f'WGAN on {self.config.dataset}')
+          np.array([r[metric] for r in records]),
+          ylabel=ylabel, title=f'{name} on {self.config.dataset}')
     return path
+
+
+# Per loss: the metric a run's curve plots, its file, its label, the method.
+CURVES = {
+    'wgan': ('wasserstein', 'wasserstein.png',
+             'Wasserstein estimate  E f(real) - E f(fake)', 'WGAN'),
+    'wgan-gp': ('wasserstein', 'wasserstein.png',
+                'Wasserstein estimate  E f(real) - E f(fake)', 'WGAN-GP'),
+    'gan': ('critic_loss', 'discriminator_loss.png',
+            'Discriminator loss  -E log D(real) - E log(1 - D(fake))', 'GAN'),
+}
+
+
+def seed_workdir(workdir: str, seed: int) -> str:
+  """Where seed ``seed`` of a ``--num_seeds`` run writes: a workdir of its own."""
+  return os.path.join(workdir, f'seed_{seed}')
+
+
+def seed_config(config, seed: int):
+  """The config of one seed of a ``--num_seeds`` run: that of a single run
+  with ``--seed=seed`` (what the seed's workdir holds and resumes with)."""
+  config = config.copy_and_resolve_references()
+  config.seed, config.num_seeds = seed, 1
+  return config
+
+
+def _check_workdir_kind(config, workdir: str) -> None:
+  """Refuses to mix a single run and a run of several seeds in one workdir."""
+  saved = os.path.join(workdir, 'config.json')
+  if config.num_seeds == 1 and os.path.exists(saved):
+    with open(saved, encoding='utf-8') as f:
+      num_seeds = json.load(f).get('num_seeds', 1)
+    if num_seeds > 1:
+      raise UserError(
+          f'--workdir={workdir} holds a run of {num_seeds} seeds: pass '
+          f'--num_seeds={num_seeds} to resume it, or --workdir={workdir}/seed_S '
+          'for one seed S of it.')
+  if config.num_seeds > 1 and os.path.isdir(checkpoints.directory(workdir)):
+    raise UserError(f'--workdir={workdir} holds a single run: pass another '
+                    f'--workdir for --num_seeds={config.num_seeds}.')
 
 
 def make_sampler_fn(config, data_shape):
@@ -148,42 +196,66 @@ def initial_randomness(config):
 def train(config, workdir: str, on_samples=None) -> WGANState:
   """Trains per ``config``, writing outputs to ``workdir``; returns the final state.
 
-  Starts from the newest checkpoint in ``workdir`` if there is one. Each time
-  it writes a sample grid (every ``config.sample_every`` generator
+  Starts from the newest checkpoint in ``workdir`` if there is one. With
+  ``config.num_seeds`` K > 1, trains seeds ``config.seed + k`` at once, each
+  writing to ``seed_workdir(workdir, seed)`` what a single run with that seed
+  writes to its workdir; the returned state then has a leading seed axis.
+  Each time it writes sample grids (every ``config.sample_every`` generator
   iterations), it calls ``on_samples(gen_iter, grid_png, curve_png)`` if
-  given (a notebook shows them there).
+  given, with the first seed's files (a notebook shows them there).
   """
   validate(config)
   devices = parallel.mapped_devices(config.num_devices)
   parallel.per_device_batch(config.batch_size, len(devices))
-  prepare_workdir(workdir)
+  seeded = config.num_seeds > 1
+  prepare_workdir(workdir, samples=not seeded)
+  _check_workdir_kind(config, workdir)
   dataset = input_pipeline.get_dataset(config)
-  init_key, fixed_noise = initial_randomness(config)
-  state = create_state(config, dataset.data_shape, init_key,
-                       axis_name=parallel.AXIS)
-  ckpt = checkpoints.Checkpointer(workdir, config, dataset.data_shape)
-  restored = ckpt.restore(state, fixed_noise)
-  start, consumed = 0, 0  # generator iterations done, real batches used
-  if restored:
-    state, fixed_noise = restored.state, restored.fixed_noise
-    start, consumed = restored.step, restored.data_position
-    logging.info('Resuming from the checkpoint of generator iteration %d in %s.',
-                 start, ckpt.path)
+  if seeded:
+    runs = [(seed_config(config, s), seed_workdir(workdir, s))
+            for s in range(config.seed, config.seed + config.num_seeds)]
+    for _, run_dir in runs:
+      prepare_workdir(run_dir)
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+        f.write(config.to_json(indent=2))
+  else:
+    runs = [(config, workdir)]
+  keys = [initial_randomness(c) for c, _ in runs]
+  if seeded:
+    state = create_states(config, dataset.data_shape,
+                          jnp.stack([k[0] for k in keys]),
+                          axis_name=parallel.AXIS)
+  else:
+    state = create_state(config, dataset.data_shape, keys[0][0],
+                         axis_name=parallel.AXIS)
+  fixed_noise = [k[1] for k in keys]
+  ckpts = [checkpoints.Checkpointer(run_dir, c, dataset.data_shape)
+           for c, run_dir in runs]
+  state, fixed_noise, start, consumed = _resume(ckpts, state, fixed_noise, seeded)
   sample = make_sampler_fn(config, dataset.data_shape)
   iteration = parallel.TrainIteration(config, devices)
   logging.info('Training on %d %s device(s), %d examples of shape %s, '
-               'iteration mode %s.', len(devices), devices[0].platform,
-               len(dataset), dataset.data_shape, iteration.mode)
+               'iteration mode %s%s.', len(devices), devices[0].platform,
+               len(dataset), dataset.data_shape, iteration.mode,
+               f', {config.num_seeds} seeds at once' if seeded else '')
 
-  outputs = Outputs(config, workdir, dataset, start)
+  outputs = [Outputs(c, run_dir, dataset, start) for c, run_dir in runs]
+  primary = outputs[0].primary
   source = input_pipeline.make_source(dataset, config, devices)
   p_state = parallel.replicate(state, devices)
+  seed_of = ((lambda tree, k: jax.tree.map(lambda x: x[k], tree)) if seeded
+             else (lambda tree, k: tree))
+  metric, label = ('critic_loss', 'loss_D') if config.loss == 'gan' else (
+      'wasserstein', 'W')
 
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   bar = tqdm(total=config.num_gen_iters, initial=start, unit='it',
-             desc=f'WGAN {config.dataset}',
-             disable=not (config.progress_bar and outputs.primary),
+             desc=f'{CURVES[config.loss][3]} {config.dataset}',
+             disable=not (config.progress_bar and primary),
              dynamic_ncols=True, file=sys.stderr)
+  metric_writers = [o.writer for o in outputs]
+  checks = [c.check_metrics for c in ckpts]
   pending = []
   t0 = time.perf_counter()
   try:
@@ -197,47 +269,109 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
       save = last or (config.checkpoint_every and done % config.checkpoint_every == 0)
       if (done % config.log_every == 0 or done % config.sample_every == 0 or last
           or save):
-        latest = _flush(outputs.writer, pending, ckpt.check_metrics)
-        bar.set_postfix(W=f'{latest["wasserstein"]:.4f}',
-                        loss_G=f'{latest["generator_loss"]:.4f}')
+        latest = _flush(metric_writers, pending, checks, seeded)
+        bar.set_postfix({label: f'{latest[metric]:.4f}',
+                         'loss_G': f'{latest["generator_loss"]:.4f}'})
       bar.update(1)
-      if outputs.primary and (done % config.sample_every == 0 or last):
+      if primary and (done % config.sample_every == 0 or last):
         variables = parallel.unreplicate(p_state.generator.variables)
-        grid = outputs.samples(done, np.asarray(sample(variables, fixed_noise)))
-        curve = outputs.curve()
+        grids = [out.samples(done, np.asarray(sample(seed_of(variables, k),
+                                                     fixed_noise[k])))
+                 for k, out in enumerate(outputs)]
+        curves = [out.curve() for out in outputs]
         if on_samples is not None:
-          on_samples(done, grid, curve)
+          on_samples(done, grids[0], curves[0])
       if save:
-        ckpt.save(done, parallel.unreplicate(p_state), fixed_noise, consumed)
+        host = jax.device_get(parallel.unreplicate(p_state))
+        for k, ckpt in enumerate(ckpts):
+          ckpt.save(done, seed_of(host, k), fixed_noise[k], consumed)
   finally:
     bar.close()
     if pending:
-      _flush(outputs.writer, pending)
-    outputs.writer.close()
-    ckpt.close()  # waits for the checkpoint being written
+      _flush(metric_writers, pending, seeded=seeded)
+    for out in outputs:
+      out.writer.close()
+    for ckpt in ckpts:
+      ckpt.close()  # waits for the checkpoint being written
   seconds = time.perf_counter() - t0
-  curve = outputs.curve()
+  curves = [out.curve() for out in outputs]
   final = parallel.unreplicate(p_state)
-  if outputs.primary:
+  if primary:
     logging.info('Done: %d generator iterations in %.1f s. Samples in %s, '
                  'metrics in %s, curve in %s.', max(0, config.num_gen_iters - start),
-                 seconds, outputs.path('samples'), outputs.writer.path, curve)
+                 seconds, outputs[0].path('samples'), outputs[0].writer.path,
+                 curves[0])
+    if seeded:
+      logging.info('Likewise for the other seeds, in %s.',
+                   ', '.join(run_dir for _, run_dir in runs[1:]))
   return final
 
 
-def _flush(writer: writers.MetricWriter, pending, check=None) -> dict[str, float]:
-  """Writes (and empties) the pending metrics, then ``check``s each record."""
+def _resume(ckpts, state, fixed_noise, seeded):
+  """(state, fixed noise, iterations done, batches used) from the newest
+  checkpoint; with seeds, from the newest one every seed has, and checkpoints
+  of later iterations (a save the run did not finish for every seed) are
+  removed, as the run redoes those iterations."""
+  if not seeded:
+    restored = ckpts[0].restore(state, fixed_noise[0])
+    if not restored:
+      return state, fixed_noise, 0, 0
+    logging.info('Resuming from the checkpoint of generator iteration %d in %s.',
+                 restored.step, ckpts[0].path)
+    return (restored.state, [restored.fixed_noise], restored.step,
+            restored.data_position)
+  saved = [set(c.steps()) for c in ckpts]
+  common = sorted(set.intersection(*saved), reverse=True)
+  for step in common:
+    try:
+      restored = [c.restore_step(step, jax.tree.map(lambda x, k=k: x[k], state),
+                                 fixed_noise[k]) for k, c in enumerate(ckpts)]
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('Checkpoint %d of one of the seeds cannot be read (%s); '
+                      'trying an older one.', step, str(e).splitlines()[0])
+      continue
+    _discard_after(ckpts, step)
+    logging.info('Resuming %d seeds from their checkpoints of generator '
+                 'iteration %d in %s.', len(ckpts), step,
+                 os.path.dirname(os.path.dirname(ckpts[0].path)))
+    state = jax.tree.map(lambda *xs: np.stack(xs), *[r.state for r in restored])
+    return (state, [r.fixed_noise for r in restored], step,
+            restored[0].data_position)
+  if any(saved):
+    logging.warning('The seeds have no checkpoint in common: starting all of '
+                    'them again.')
+  _discard_after(ckpts, -1)
+  return state, fixed_noise, 0, 0
+
+
+def _discard_after(ckpts, step: int) -> None:
+  for ckpt in ckpts:
+    for later in [s for s in ckpt.steps() if s > step]:
+      ckpt.delete(later)
+
+
+def _flush(metric_writers, pending, checks=None, seeded=False) -> dict[str, float]:
+  """Writes (and empties) the pending metrics, one writer per seed, then
+  ``checks`` each record; returns the first seed's newest record."""
   fetched = jax.device_get([m for _, m in pending])
-  records = [(step, {k: float(v[0]) for k, v in metrics.items()})
-             for (step, _), metrics in zip(pending, fetched)]
+  steps_done = [step for step, _ in pending]
   pending.clear()
-  for step, scalars in records:
-    writer.write(step, scalars)
-  writer.flush()
-  for step, scalars in records:
-    if check is not None:
-      check(step, scalars)
-  return records[-1][1]
+  per_seed = []
+  for k, writer in enumerate(metric_writers):
+    records = [(step, {name: float(v[0][k] if seeded else v[0])
+                       for name, v in metrics.items()})
+               for step, metrics in zip(steps_done, fetched)]
+    for step, scalars in records:
+      writer.write(step, scalars)
+    writer.flush()
+    per_seed.append(records)
+  for k, records in enumerate(per_seed):
+    for step, scalars in records:
+      if checks is not None:
+        checks[k](step, scalars)
+  return per_seed[0][-1][1]
 
 
 def main(argv):

@@ -38,13 +38,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.critic_bn = True  # BatchNorm in the DCGAN critic
 
   # Objective and optimisation.
+  # wgan | wgan-gp | gan; each sets its paper's optimiser, learning rates,
+  # clip, schedule and critic BatchNorm where not set explicitly
+  # (configs.LOSS_DEFAULTS; the values below are WGAN's).
   c.loss = 'wgan'
   c.optimizer = 'rmsprop'  # rmsprop (PyTorch's RMSprop) | adam
   c.lr_critic = 5e-5
   c.lr_gen = 5e-5
   c.beta1 = 0.5  # Adam only
   c.beta2 = 0.999  # Adam only
-  c.clip = 0.01  # critic parameters are clipped to [-clip, clip]
+  c.clip = 0.01  # critic parameters are clipped to [-clip, clip]; 0: no clipping
+  c.gp_weight = 10.0  # wgan-gp: weight of the gradient penalty (lambda)
   c.clip_when = 'after'  # after each critic update (paper) | before (reference code)
 
   # Schedule (in generator iterations).
@@ -57,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Outputs.
   c.seed = 0
+  c.num_seeds = 1  # train seeds seed, ..., seed + num_seeds - 1 at once (vmap)
   c.rng_impl = 'rbg'  # rbg (fast; reproducible per backend) | threefry2x32 (same on all)
   c.sample_every = 500  # write a sample grid every this many generator iterations
   c.num_samples = 64  # samples in a grid, drawn from fixed noise
