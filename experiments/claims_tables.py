@@ -1,0 +1,60 @@
+r"""The tables of experiments/RESULTS.md, from the JSON files claims.py writes.
+
+  python experiments/claims_tables.py [--results=experiments/results]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+MEASURES = {
+    'modes': 'modes covered', 'high_quality': 'high-quality share', 'w1': 'W1',
+    'fd': 'Fréchet distance', 'kid': 'KID', 'class_kl': 'class KL', 'mode_kl': 'mode KL',
+}
+
+
+def _cell(stat: dict) -> str:
+  return f'{stat["mean"]:.3g} ± {stat["std"]:.2g}'
+
+
+def table(result: dict) -> str:
+  runs = result['runs']
+  keys = [k for k in MEASURES if any(k in r['summary'] for r in runs)]
+  rhos = sorted({k for r in runs for k in r['summary'] if k.startswith('spearman_')})
+  head = ['run', 'seeds', 'iterations', *(MEASURES[k] for k in keys),
+          *(f'Spearman (signal, {k[9:]})' for k in rhos), 'train s']
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
+  for r in runs:
+    s = r['summary']
+    cells = [r['name'], str(len(r['seeds'])), str(r['settings']['num_gen_iters'])]
+    cells += [_cell(s[k]) if k in s else '' for k in keys]
+    cells += [', '.join(f'{x:+.2f}' for x in s[k]) if k in s else '' for k in rhos]
+    cells.append(f'{r["train_seconds"]:.0f}' if r.get('train_seconds') else '')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  floors = {}
+  for r in runs:
+    last = r['seeds'][0]['evaluation'][-1]
+    found = [f'{MEASURES[k]} {last[k + "_floor"]:.3g}' for k in keys if k + '_floor' in last]
+    if found:
+      floors.setdefault(r['dataset'], ', '.join(found))
+  note = ''
+  if floors:
+    note = ('\nReal data of the same size (the floor): ' + '; '.join(
+        f'{d}: {text}' for d, text in floors.items()) + '.')
+  return ('\n'.join(lines) + '\n' + note + f'\n\n{result["machine"]}; the experiment took '
+          f'{result.get("wall_seconds", 0) / 60:.0f} min.\n')
+
+
+def main(argv):
+  results = argv[1].split('=', 1)[1] if len(argv) > 1 else 'experiments/results'
+  for name in ('loss_meaning', 'mode_collapse', 'architectures', 'optimizers'):
+    path = os.path.join(results, f'{name}.json')
+    if os.path.exists(path):
+      with open(path, encoding='utf-8') as f:
+        print(f'### {name}\n\n{table(json.load(f))}')
+
+
+if __name__ == '__main__':
+  main(sys.argv)
