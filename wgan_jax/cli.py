@@ -76,6 +76,9 @@ CONFIG_FLAGS = (
      'speed): auto | subpixel | dilated'),
     ('string', 'iteration_mode',
      'How a generator iteration is compiled: auto | scan | unroll | steps'),
+    ('string', 'compilation_cache_dir',
+     "Keep compiled steps in this directory for later runs (jax's persistent "
+     "compilation cache); '' = off"),
 )
 
 

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from wgan_jax import cli, input_pipeline, models, parallel, steps, visualize, writers
+from wgan_jax import cli, input_pipeline, models, parallel, runtime, steps, visualize, writers
 from wgan_jax.errors import UserError
 from wgan_jax.state import WGANState, create_state, root_key
 
@@ -129,6 +129,7 @@ def make_sampler_fn(config, data_shape):
 def train(config, workdir: str) -> WGANState:
   """Trains per ``config``, writing outputs to ``workdir``; returns the final state."""
   validate(config)
+  runtime.configure(config)
   devices = parallel.local_devices(config.num_devices)
   parallel.per_device_batch(config.batch_size, len(devices))
   prepare_workdir(workdir)

@@ -67,4 +67,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_devices = 0  # local devices to use; 0 = all
   c.convt_impl = 'auto'  # auto | subpixel | dilated: same numbers, different speed
   c.iteration_mode = 'auto'  # auto | scan | steps: how a generator iteration is compiled
+  c.compilation_cache_dir = ''  # jax's persistent compilation cache; '' = off
   return c
