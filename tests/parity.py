@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from wgan_jax import configs, models, parallel, steps, torch_import
+from wgan_jax import reference_torch as ref
 from wgan_jax.state import root_key
-
-from . import torch_reference as ref
 
 # These nets are tiny: torch's thread pool only fights the other processes
 # (1.4 s per step instead of 15 ms on a busy 2-core machine).
@@ -46,25 +45,9 @@ def data_shape_of(config):
   return (config.image_size, config.image_size, config.channels)
 
 
-def torch_models(config, data_shape, seed=0):
-  """The reference's netG and netD for ``config``, initialised as main.py does
-  (weights_init on both DCGAN nets and on MLP_G, where it changes nothing;
-  MLP_D keeps torch's default)."""
-  torch.manual_seed(seed)
-  size, nc = (data_shape[0], data_shape[-1]) if len(data_shape) == 3 else (1, 2)
-  if config.generator == 'mlp':
-    net_g = ref.MLP_G(size, config.nz, nc, config.ngf)
-  else:
-    net_g = ref.DCGAN_G(size, config.nz, nc, config.ngf, config.n_extra_layers,
-                        use_bn=not config.no_bn)
-  net_g.apply(ref.weights_init)
-  if config.critic == 'mlp':
-    net_d = ref.MLP_D(size, config.nz, nc, config.ndf)
-  else:
-    net_d = ref.DCGAN_D(size, config.nz, nc, config.ndf, config.n_extra_layers,
-                        use_bn=config.critic_bn)
-    net_d.apply(ref.weights_init)
-  return net_g, net_d
+# The reference's nets and loop for a config (shared with the benchmark).
+torch_models = ref.make_models
+reference_trainer = ref.make_trainer
 
 
 def state_dict(net) -> dict[str, np.ndarray]:
@@ -158,15 +141,6 @@ def forward_deviations(config, seed=0, batch=4) -> dict[str, float]:
 # Training. Each side's run is reduced to the same form, in our layout and
 # with our names: {'generator_params': tree, ..., 'critic_opt_nu': tree} and
 # losses {'critic_loss': [...], 'critic_real': [...], ...}.
-
-
-def reference_trainer(config, net_g, net_d):
-  return ref.ReferenceTraining(
-      net_g, net_d, lr_d=config.lr_critic, lr_g=config.lr_gen, clip=config.clip,
-      n_critic=config.n_critic, n_critic_warmup=config.n_critic_warmup,
-      warmup_gen_iters=config.warmup_gen_iters, boost_every=config.boost_every,
-      clip_when=config.clip_when, adam=config.optimizer == 'adam',
-      beta1=config.beta1)
 
 
 def _slots(opt_state) -> dict:

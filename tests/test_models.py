@@ -129,13 +129,14 @@ def test_mlp_initialisation_is_pytorch_linear_default():
   assert bias.max() <= bound and bias.min() >= -bound and bias.std() > 0
 
 
-@pytest.mark.parametrize('impl', ['subpixel', 'dilated'])
+@pytest.mark.parametrize('impl', ['subpixel', 'dilated', 'auto'])
 @pytest.mark.parametrize('stride', [1, 2])
 def test_conv_transpose_equals_pytorch(impl, stride):
   rng = np.random.default_rng(0)
   hw = 1 if stride == 1 else 5
   x = rng.standard_normal((3, hw, hw, 6)).astype(np.float32)
-  layer = models.ConvTranspose(7, stride, impl=impl)
+  # 'auto' has another formulation for outputs of up to 4 channels.
+  layer = models.ConvTranspose(3 if impl == 'auto' else 7, stride, impl=impl)
   variables = layer.init(jax.random.PRNGKey(0), x)
   kernel = np.array(variables['params']['kernel'])
   ours = np.asarray(layer.apply(variables, x))
@@ -151,10 +152,12 @@ def test_conv_transpose_formulations_have_equal_gradients():
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.standard_normal((2, 4, 4, 5)).astype(np.float32))
   kernel = jnp.asarray(rng.standard_normal((4, 4, 5, 3)).astype(np.float32))
-  grads = [jax.grad(lambda k, x: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1))(kernel, x)
-           for f in (models.conv_transpose_subpixel, models.conv_transpose_dilated)]
-  for a, b in zip(*grads):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  grads = [jax.jit(jax.grad(lambda k, x: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))(
+      kernel, x) for f in (models.conv_transpose_subpixel, models.conv_transpose_dilated,
+                           models.conv_transpose_mixed)]
+  for other in grads[1:]:
+    for a, b in zip(grads[0], other):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_batchnorm_matches_pytorch_in_both_modes():
@@ -192,3 +195,42 @@ def test_factories_pick_models_and_refuse_bad_combinations():
     models.make_critic(config, (16, 16, 1))
   with pytest.raises(UserError, match='multiple of 16'):
     models.generator_base_width(24, 8)
+
+
+@pytest.mark.parametrize('channels', [3, 6])  # the patch-matrix and per-tap paths
+def test_strided_conv_taps_gradient_equals_xla(channels):
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal((2, 8, 8, channels)).astype(np.float32))
+  kernel = jnp.asarray(rng.standard_normal((4, 4, channels, 5)).astype(np.float32))
+  results = [jax.jit(jax.value_and_grad(lambda k, x: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))(
+      kernel, x) for f in (models.conv_stride2, models.conv_stride2_taps)]
+  (value_a, grads_a), (value_b, grads_b) = results
+  np.testing.assert_allclose(value_a, value_b, rtol=1e-6)
+  for a, b in zip(grads_a, grads_b):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  theirs = torch.nn.functional.conv2d(
+      torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2),
+      torch.from_numpy(np.asarray(kernel)).permute(3, 2, 0, 1), stride=2, padding=1)
+  np.testing.assert_allclose(models.conv_stride2_taps(x, kernel),
+                             theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_critic_conv_impls_agree_and_keep_the_parameter_layout():
+  x = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, (4, 16, 16, 3)).astype(np.float32))
+  key = jax.random.key(0, impl='rbg')  # threefry's init compiles for 20 s
+  critics = [models.DCGANCritic(image_size=16, ndf=4, conv_impl=impl) for impl in ('xla', 'taps')]
+  variables = jax.jit(critics[0].init)(key, x)
+  assert jax.tree.structure(jax.eval_shape(critics[1].init, key, x)) == \
+      jax.tree.structure(variables)
+
+  def grads(critic):
+    def loss(params):
+      out, _ = critic.apply({**variables, 'params': params}, x, mutable=['batch_stats'])
+      return jnp.sum(out)
+    return jax.jit(jax.grad(loss))(variables['params'])
+
+  for a, b in zip(jax.tree.leaves(grads(critics[0])), jax.tree.leaves(grads(critics[1]))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  with pytest.raises(UserError, match='conv_impl'):
+    jax.eval_shape(models.DCGANCritic(image_size=16, ndf=4, conv_impl='fast').init,
+                   key, x)

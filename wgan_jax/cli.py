@@ -97,8 +97,14 @@ CONFIG_FLAGS = (
     ('string', 'convt_impl',
      "Formulation of the generator's transposed convs (same numbers, different "
      'speed): auto | subpixel | dilated'),
+    ('string', 'conv_impl',
+     "How the critic's strided convs' kernel gradient is computed (same numbers up "
+     'to rounding, different speed): auto (taps on CPU) | taps | xla'),
     ('string', 'iteration_mode',
      'How a generator iteration is compiled: auto | scan | unroll | steps'),
+    ('string', 'compilation_cache_dir',
+     "Keep compiled steps in this directory for later runs (jax's persistent "
+     "compilation cache); '' = off"),
 )
 
 

@@ -115,6 +115,99 @@ def conv_transpose_subpixel(x, kernel):
   return y.reshape(n, 2 * h, 2 * w, c)
 
 
+@jax.custom_vjp
+def conv_transpose_mixed(x, kernel):
+  """The dilated form forward, the sub-pixel form's gradients: for outputs
+  of a few channels (the generator's last layer) the dilated forward is the
+  faster, its kernel gradient the slower (5x on a 2-core CPU)."""
+  return conv_transpose_dilated(x, kernel)
+
+
+def _mixed_fwd(x, kernel):
+  return conv_transpose_dilated(x, kernel), (x, kernel)
+
+
+def _mixed_bwd(residuals, g):
+  # The sub-pixel form is linear: its forward is not needed, and XLA drops it.
+  return jax.vjp(conv_transpose_subpixel, *residuals)[1](g)
+
+
+conv_transpose_mixed.defvjp(_mixed_fwd, _mixed_bwd)
+
+
+def conv_stride2(x, kernel):
+  """Conv2d(k=4, s=2, p=1) as XLA computes it (the DCGAN critic's layers)."""
+  return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
+                                      dimension_numbers=_DN)
+
+
+def _tap_views(x, ho: int, wo: int):
+  """The 16 views of the padded input that the 16 taps of a 4x4, stride-2,
+  padding-1 conv multiply, each (B, ho, wo, C), in the kernel's tap order."""
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return [xp[:, u:u + 2 * ho:2, v:v + 2 * wo:2, :] for u in range(4) for v in range(4)]
+
+
+@jax.custom_vjp
+def conv_stride2_taps(x, kernel):
+  """``conv_stride2`` with a faster kernel gradient on the CPU.
+
+  XLA computes the kernel gradient of a strided conv as a conv dilated by
+  the stride, slowly on the CPU (up to 13x its forward at 64px); here it is
+  one matrix product per tap (for inputs of a few channels, one product
+  with the patch matrix). The forward and the input gradient are XLA's.
+  """
+  return conv_stride2(x, kernel)
+
+
+def _taps_fwd(x, kernel):
+  return conv_stride2(x, kernel), (x, kernel)
+
+
+def _taps_bwd(residuals, g):
+  x, kernel = residuals
+  dx = jax.vjp(lambda x: conv_stride2(x, kernel), x)[1](g)[0]  # dropped for data
+  _, ho, wo, out = g.shape
+  views = _tap_views(x, ho, wo)
+  g = g.reshape(-1, out)
+  if x.shape[-1] <= 4:
+    patches = jnp.stack(views, axis=3).reshape(g.shape[0], -1)
+    dk = patches.T @ g
+  else:
+    dk = jnp.stack([v.reshape(g.shape[0], -1).T @ g for v in views])
+  return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+conv_stride2_taps.defvjp(_taps_fwd, _taps_bwd)
+CONV_IMPLS = ('auto', 'taps', 'xla')
+
+
+class Conv4x4Stride2(nn.Module):
+  """PyTorch's Conv2d(k=4, s=2, p=1, bias=False); parameters as ``nn.Conv``'s.
+
+  ``impl``: 'xla' (XLA's conv and its gradients), 'taps'
+  (``conv_stride2_taps``: the same numbers up to float rounding, a faster
+  kernel gradient on the CPU), 'auto' (taps on the CPU, xla elsewhere).
+  """
+  features: int
+  impl: str = 'auto'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', conv_init,
+                        (4, 4, x.shape[-1], self.features)).astype(self.dtype)
+    x = x.astype(self.dtype)
+    impl = self.impl
+    if impl == 'auto':
+      impl = 'taps' if jax.default_backend() == 'cpu' else 'xla'
+    if impl == 'taps':
+      return conv_stride2_taps(x, kernel)
+    if impl == 'xla':
+      return conv_stride2(x, kernel)
+    raise UserError(f'--conv_impl={self.impl!r}: choose one of {", ".join(CONV_IMPLS)}.')
+
+
 class ConvTranspose(nn.Module):
   """PyTorch's ConvTranspose2d with a 4x4 kernel and no bias.
 
@@ -123,7 +216,8 @@ class ConvTranspose(nn.Module):
   The kernel is (4, 4, in, out) in PyTorch's tap order, so a PyTorch weight
   maps to it by a transpose alone. ``impl`` picks the formulation of the
   stride-2 layer; ``auto`` takes the sub-pixel one except for outputs of a
-  few channels, where the dilated conv is faster.
+  few channels, where the dilated conv's forward is faster
+  (``conv_transpose_mixed``: it, with the sub-pixel gradients).
   """
   features: int
   stride: int
@@ -139,9 +233,11 @@ class ConvTranspose(nn.Module):
       if x.shape[1:3] != (1, 1):
         raise ValueError(f'the first ConvTranspose takes 1x1 inputs, got {x.shape}')
       return jnp.einsum('bi,hwio->bhwo', x[:, 0, 0], kernel)
+    if self.impl == 'auto':
+      if self.features <= 4:
+        return conv_transpose_mixed(x, kernel)
+      return conv_transpose_subpixel(x, kernel)
     impl = self.impl
-    if impl == 'auto':
-      impl = 'dilated' if self.features <= 4 else 'subpixel'
     if impl == 'subpixel':
       return conv_transpose_subpixel(x, kernel)
     if impl == 'dilated':
@@ -219,6 +315,7 @@ class DCGANCritic(nn.Module):
   n_extra_layers: int = 0
   use_bn: bool = True
   axis_name: str | None = None
+  conv_impl: str = 'auto'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -228,10 +325,13 @@ class DCGANCritic(nn.Module):
       raise ValueError(f'critic built for {self.image_size}px got {x.shape}')
 
     def block(x, features, name, kernel, stride, pad, bn):
-      x = nn.Conv(features, (kernel, kernel), (stride, stride),
-                  ((pad, pad), (pad, pad)), use_bias=False,
-                  kernel_init=conv_init, dtype=self.dtype,
-                  name=f'{name}_conv')(x)
+      if (kernel, stride, pad) == (4, 2, 1):
+        x = Conv4x4Stride2(features, self.conv_impl, self.dtype, name=f'{name}_conv')(x)
+      else:
+        x = nn.Conv(features, (kernel, kernel), (stride, stride),
+                    ((pad, pad), (pad, pad)), use_bias=False,
+                    kernel_init=conv_init, dtype=self.dtype,
+                    name=f'{name}_conv')(x)
       if bn and self.use_bn:
         x = BatchNorm(axis_name=self.axis_name, name=f'{name}_bn')(
             x, use_running_average=not train)
@@ -311,7 +411,8 @@ def make_critic(config, data_shape: Sequence[int],
     _require_images(data_shape, 'critic')
     return DCGANCritic(image_size=data_shape[0], ndf=config.ndf,
                        n_extra_layers=config.n_extra_layers,
-                       use_bn=config.critic_bn, axis_name=axis_name)
+                       use_bn=config.critic_bn, axis_name=axis_name,
+                       conv_impl=config.get('conv_impl', 'auto'))
   raise UserError(f'--critic={config.critic!r}: choose dcgan or mlp.')
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from wgan_jax import (checkpoints, cli, input_pipeline, losses, models, parallel,
-                      steps, visualize, writers)
+                      runtime, steps, visualize, writers)
 from wgan_jax.errors import UserError
 from wgan_jax.state import WGANState, create_state, create_states, root_key
 
@@ -205,6 +205,7 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   given, with the first seed's files (a notebook shows them there).
   """
   validate(config)
+  runtime.configure(config)
   devices = parallel.mapped_devices(config.num_devices)
   parallel.per_device_batch(config.batch_size, len(devices))
   seeded = config.num_seeds > 1

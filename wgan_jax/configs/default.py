@@ -73,5 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Execution.
   c.num_devices = 0  # local devices to use; 0 = all
   c.convt_impl = 'auto'  # auto | subpixel | dilated: same numbers, different speed
+  c.conv_impl = 'auto'  # auto | taps | xla: the critic's strided convs' kernel gradient
   c.iteration_mode = 'auto'  # auto | scan | steps: how a generator iteration is compiled
+  c.compilation_cache_dir = ''  # jax's persistent compilation cache; '' = off
   return c

@@ -1,0 +1,101 @@
+"""The side-by-side benchmark and the process settings it shares with training."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from wgan_jax import benchmark, runtime
+from wgan_jax.errors import UserError
+
+
+def test_variants_parse_and_refuse_mistakes():
+  v = benchmark.parse_variant("fast: iteration_mode=unroll xla_flags='--a=1 --b=2'")
+  assert v == benchmark.Variant('fast', 'ours', (('iteration_mode', 'unroll'),),
+                                '--a=1 --b=2')
+  for bad in ('no colon', 'torch: iteration_mode=scan', 'x: iteration_mode'):
+    with pytest.raises(UserError):
+      benchmark.parse_variant(bad)
+
+
+def test_both_sides_get_the_steady_state_reference_settings():
+  config = benchmark.bench_config(benchmark.MODELS['mlp'], iteration_mode='unroll')
+  assert (config.generator, config.critic, config.ngf, config.ndf) == ('mlp', 'mlp', 512, 512)
+  assert (config.batch_size, config.n_critic, config.clip_when) == (64, 5, 'before')
+  assert config.warmup_gen_iters == 0 and config.boost_every == 0  # no 100-step iterations
+  assert config.iteration_mode == 'unroll'
+  with pytest.raises(UserError, match='not a config field'):
+    benchmark.bench_config(benchmark.MODELS['dcgan32'], fast='yes')
+
+
+def test_tiny_side_by_side_run_reports_every_figure():
+  # MLPs: the least to compile.
+  spec = dict(image_size=16, generator='mlp', critic='mlp', ngf=16, ndf=16, nz=8,
+              batch_size=8)
+  options = dict(repeats=2, iters=1, min_repeat_s=0, num_examples=32, backend='cpu',
+                 torch_device='cpu', torch_threads=1, compilation_cache_dir='')
+  variants = [benchmark.Variant('torch', 'torch'), benchmark.Variant('ours', 'ours')]
+  result = benchmark.benchmark_model('tiny', variants, options, log=lambda s: None,
+                                     spec=spec)
+  assert result['iters_per_repeat'] == 1 and len(result['load_average_1min_per_repeat']) == 2
+  ours, torch = result['results']['ours'], result['results']['torch']
+  for r in (ours, torch):
+    assert len(r['repeat_seconds']) == 2 and r['gen_iters_per_s'] > 0
+    assert r['images_per_s'] == pytest.approx(r['gen_iters_per_s'] * 5 * 8)
+    assert r['peak_rss_mb'] >= r['rss_before_models_mb'] > 0
+  assert torch['speedup_vs_torch'] == 1.0
+  assert ours['compile_s'] > 0 and ours['compile_s_while_timed'] == 0
+  assert ours['description']['backend'] == 'cpu'
+  assert 'tiny' in benchmark.table({'tiny': result})
+  json.dumps(result)
+
+
+def _run_python(code: str, **env) -> str:
+  env = {**{k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}, **env}
+  return subprocess.run([sys.executable, '-c', code], env=env, check=True,
+                        capture_output=True, text=True, timeout=120).stdout
+
+
+_FAULTS = '''
+import ctypes, ctypes.util, resource, threading
+from wgan_jax import runtime
+tuned = runtime.tune_malloc()
+libc = ctypes.CDLL(ctypes.util.find_library('c'))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = (ctypes.c_void_p,)
+def churn():  # as XLA does: large scratch blocks from a worker thread
+  for _ in range(5):
+    block = libc.malloc(100 * 2**20)
+    ctypes.memset(block, 1, 100 * 2**20)
+    libc.free(block)
+t = threading.Thread(target=churn); t.start(); t.join()  # the first one faults
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+t = threading.Thread(target=churn); t.start(); t.join()
+print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc only')
+def test_tuned_allocator_stops_refaulting_large_blocks():
+  tuned, faults = _run_python(_FAULTS).split()
+  assert tuned == 'True'
+  assert int(faults) < 2000  # untuned: 5 x 100 MB of fresh pages, 128,000 faults
+  tuned, faults = _run_python(_FAULTS, WGAN_JAX_TUNE_MALLOC='0').split()
+  assert tuned == 'False' and int(faults) > 100_000
+  tuned, _ = _run_python(_FAULTS, MALLOC_ARENA_MAX='2').split()
+  assert tuned == 'False'  # the user's own settings win
+
+
+def test_compilation_cache_keeps_compiled_steps(tmp_path):
+  code = f'''
+import jax, jax.numpy as jnp
+from wgan_jax import configs, runtime
+config = configs.get_config()
+config.compilation_cache_dir = {str(tmp_path / 'cache')!r}
+runtime.configure(config)
+print(float(jax.jit(lambda x: jnp.sin(x) * 2)(1.0)))
+'''
+  _run_python(code, JAX_PLATFORMS='cpu')
+  assert os.listdir(tmp_path / 'cache')
