@@ -9,6 +9,11 @@ r"""What two CPU optimisations buy, measured in CPU time (robust to other load).
 * transposed conv: the generator's last layer (64 -> 3 channels) in its three
   formulations, forward alone (as the critic steps use it) and forward plus
   both gradients (the generator step).
+* strided conv: the kernel gradient of each of the 64px critic's 4x4
+  stride-2 convs, XLA's against ``models.conv_stride2_taps``, with the
+  forward for scale.
+* XLA flags: our training step under each of ``--xla_flag_sets`` (CPU time,
+  one thread), against no flags.
 
 Each setting runs in its own process, twice, alternating; the table gives
 the smaller of the two.
@@ -27,6 +32,11 @@ from absl import app, flags
 _MODELS = flags.DEFINE_list('models', ['mlp', 'dcgan32', 'dcgan64'], 'Models (wgan_jax.benchmark).')
 _ITERS = flags.DEFINE_integer('iters', 3, 'Timed generator iterations per process.')
 _OUT = flags.DEFINE_string('out', '', 'Write the results here (JSON).')
+_FLAG_SETS = flags.DEFINE_list(
+    'xla_flag_sets', ['--xla_cpu_use_onednn=true', '--xla_cpu_use_xnnpack=true',
+                      '--xla_cpu_experimental_ynn_fusion_type='],
+    'XLA flags to try (each alone) on --flags_model.')
+_FLAGS_MODEL = flags.DEFINE_string('flags_model', 'dcgan32', 'Model for the XLA flags.')
 
 _STEP = r'''
 import json, resource, sys, time
@@ -49,7 +59,7 @@ print(json.dumps({
     'minor_faults': (after.ru_minflt - before.ru_minflt) / iters}))
 '''
 
-_CONVT = r'''
+_TIMER = r'''
 import json, time, numpy as np, jax, jax.numpy as jnp
 from wgan_jax import models
 def cpu_ms(f, n=20):
@@ -58,6 +68,9 @@ def cpu_ms(f, n=20):
   for _ in range(n):
     f()
   return 1000 * (time.process_time() - start) / n
+'''
+
+_CONVT = _TIMER + r'''
 out = {}
 for size in (16, 32):  # the last layer of the 32px and 64px generators
   rng = np.random.default_rng(0)
@@ -71,6 +84,22 @@ for size in (16, 32):  # the last layer of the 32px and 64px generators
         'forward_ms': cpu_ms(lambda: fwd(x, k).block_until_ready()),
         'forward_and_gradients_ms': cpu_ms(lambda: jax.block_until_ready(both(x, k))),
     }
+print(json.dumps(out))
+'''
+
+_CONV = _TIMER + r'''
+out = {}
+for size, cin, cout in ((64, 3, 64), (32, 64, 128), (16, 128, 256), (8, 256, 512)):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((64, size, size, cin), np.float32))
+  k = jnp.asarray(rng.standard_normal((4, 4, cin, cout), np.float32))
+  g = jnp.asarray(rng.standard_normal((64, size // 2, size // 2, cout), np.float32))
+  row = {'forward_ms': cpu_ms(lambda: jax.jit(models.conv_stride2)(x, k).block_until_ready(), n=10)}
+  for name in ('conv_stride2', 'conv_stride2_taps'):
+    f = getattr(models, name)
+    dk = jax.jit(lambda x, g, f=f: jax.vjp(lambda k: f(x, k), k)[1](g)[0])
+    row[f'kernel_gradient_ms_{name}'] = cpu_ms(lambda: dk(x, g).block_until_ready(), n=10)
+  out[f'{size}px_{cin}-{cout}'] = row
 print(json.dumps(out))
 '''
 
@@ -106,6 +135,20 @@ def main(argv):
   for k, r in results['last_transposed_conv'].items():
     print(f'last convt {k:14s} forward {r["forward_ms"]:6.1f} ms  forward + gradients '
           f'{r["forward_and_gradients_ms"]:6.1f} ms')
+  conv = [_python(_CONV) for _ in range(2)]
+  results['critic_strided_conv'] = {
+      k: {m: min(c[k][m] for c in conv) for m in conv[0][k]} for k in conv[0]}
+  for k, r in results['critic_strided_conv'].items():
+    print(f'critic conv {k:16s} forward {r["forward_ms"]:6.1f} ms  kernel gradient: XLA '
+          f'{r["kernel_gradient_ms_conv_stride2"]:6.1f} ms, taps '
+          f'{r["kernel_gradient_ms_conv_stride2_taps"]:6.1f} ms')
+  results['xla_flags'] = {}
+  for flag in [''] + _FLAG_SETS.value:
+    r = _python(_STEP, 'ours', _FLAGS_MODEL.value, str(_ITERS.value),
+                XLA_FLAGS=f'--xla_cpu_multi_thread_eigen=false {flag}'.strip())
+    results['xla_flags'][flag or 'none'] = r
+    print(f'{_FLAGS_MODEL.value} XLA flags {flag or "none":42s} CPU {r["cpu_ms"]:7.0f} ms/it',
+          flush=True)
   results['load_average_1_5_15min_end'] = os.getloadavg()
   results['wall_seconds'] = time.time() - started
   if _OUT.value:

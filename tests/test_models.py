@@ -209,8 +209,8 @@ def test_strided_conv_taps_gradient_equals_xla(channels):
   for a, b in zip(grads_a, grads_b):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   theirs = torch.nn.functional.conv2d(
-      torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2),
-      torch.from_numpy(np.asarray(kernel)).permute(3, 2, 0, 1), stride=2, padding=1)
+      torch.from_numpy(np.array(x)).permute(0, 3, 1, 2),
+      torch.from_numpy(np.array(kernel)).permute(3, 2, 0, 1), stride=2, padding=1)
   np.testing.assert_allclose(models.conv_stride2_taps(x, kernel),
                              theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
 

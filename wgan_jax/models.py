@@ -182,6 +182,13 @@ conv_stride2_taps.defvjp(_taps_fwd, _taps_bwd)
 CONV_IMPLS = ('auto', 'taps', 'xla')
 
 
+def _kernel4x4(module: nn.Module, x, features: int):
+  """A (4, 4, in, out) kernel parameter, initialised as the reference's, and
+  ``x``, both in ``module.dtype``."""
+  kernel = module.param('kernel', conv_init, (4, 4, x.shape[-1], features))
+  return kernel.astype(module.dtype), x.astype(module.dtype)
+
+
 class Conv4x4Stride2(nn.Module):
   """PyTorch's Conv2d(k=4, s=2, p=1, bias=False); parameters as ``nn.Conv``'s.
 
@@ -195,9 +202,7 @@ class Conv4x4Stride2(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param('kernel', conv_init,
-                        (4, 4, x.shape[-1], self.features)).astype(self.dtype)
-    x = x.astype(self.dtype)
+    kernel, x = _kernel4x4(self, x, self.features)
     impl = self.impl
     if impl == 'auto':
       impl = 'taps' if jax.default_backend() == 'cpu' else 'xla'
@@ -226,9 +231,7 @@ class ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param('kernel', conv_init,
-                        (4, 4, x.shape[-1], self.features)).astype(self.dtype)
-    x = x.astype(self.dtype)
+    kernel, x = _kernel4x4(self, x, self.features)
     if self.stride == 1:
       if x.shape[1:3] != (1, 1):
         raise ValueError(f'the first ConvTranspose takes 1x1 inputs, got {x.shape}')
