@@ -82,7 +82,9 @@ def _machine() -> str:
 
 
 def _config(dataset: str, overrides: dict):
-  config = configs.get_config(dataset)
+  # The dataset's preset, then the loss's own defaults (optimiser, clipping,
+  # schedule), then the experiment's settings.
+  config = configs.get_config(dataset, overrides.get('loss', 'wgan'))
   config.update(progress_bar=False, keep_checkpoints=KEEP)
   overrides = dict(overrides)
   if _ITERS.value:
@@ -130,6 +132,9 @@ def run(experiment: str) -> dict:
       continue
     config = _config(dataset, overrides)
     workdir = os.path.join(root, name)
+    if _SUMMARIZE_ONLY.value and not os.path.isdir(workdir):
+      logging.warning('%s: no workdir %s (not run); left out.', name, workdir)
+      continue
     seconds = earlier.get(name, {}).get('train_seconds')
     if not _SUMMARIZE_ONLY.value:
       logging.info('%s: training %s', experiment, name)
@@ -278,6 +283,20 @@ def figure(result: dict) -> str:
   return path
 
 
+def _thinned(result: dict, points: int = 200) -> dict:
+  """The result with each training curve cut to about ``points`` points of its
+  median (the per-iteration values stay in each run's metrics.jsonl)."""
+  result = json.loads(json.dumps(result))
+  for r in result['runs']:
+    for seed in r['seeds']:
+      curve = seed['training']
+      step = max(1, len(curve['gen_iter']) // points)
+      curve['gen_iter'] = curve['gen_iter'][::step]
+      curve['median'] = [round(v, 6) for v in curve['median'][::step]]
+      del curve['values']
+  return result
+
+
 def _at(curve: dict, gen_iter: int) -> float:
   return curve['median'][curve['gen_iter'].index(gen_iter)]
 
@@ -291,7 +310,7 @@ def main(argv):
   result['figure'] = figure(result)
   path = os.path.join(_OUT.value, f'{_EXPERIMENT.value}.json')
   with open(path, 'w', encoding='utf-8') as f:
-    json.dump(result, f, indent=1)
+    json.dump(_thinned(result), f, indent=1)
   for r in result['runs']:
     summary = {k: (f'{v["mean"]:.4g} ± {v["std"]:.2g}' if isinstance(v, dict) else
                    [round(x, 3) for x in v]) for k, v in r['summary'].items()}

@@ -43,8 +43,10 @@ def table(result: dict) -> str:
   if floors:
     note = ('\nReal data of the same size (the floor): ' + '; '.join(
         f'{d}: {text}' for d, text in floors.items()) + '.')
-  return ('\n'.join(lines) + '\n' + note + f'\n\n{result["machine"]}; the experiment took '
-          f'{result.get("wall_seconds", 0) / 60:.0f} min.\n')
+  wall = result.get('wall_seconds') or 0
+  took = f'; the command took {wall / 60:.0f} min' if wall > 1 else ''
+  return '\n'.join(lines) + '\n' + note + f'\n\n{result["machine"]}{took}.\n'
+
 
 
 def main(argv):
