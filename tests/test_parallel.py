@@ -64,7 +64,7 @@ def test_two_devices_with_batchnorm_everywhere(devices):
   _assert_states_close(one, two)
 
 
-@pytest.mark.parametrize('mode', ['scan', 'unroll'])
+@pytest.mark.parametrize('mode', ['scan'])  # (unroll: the same program, not a default)
 def test_fused_iteration_equals_per_step_calls(devices, mode):
   config = tiny_config(iteration_mode='steps')
   reference, h_ref = _run(config, devices[:2], num_iters=2)

@@ -15,7 +15,9 @@ from wgan_jax.errors import UserError
 from .conftest import tiny_config
 
 
-@pytest.mark.parametrize('dataset', ['digits', 'gaussians8', 'gaussians25', 'swissroll'])
+# One image and one point set: the CLI path is the same for the other
+# embedded sets, whose data the tests below check.
+@pytest.mark.parametrize('dataset', ['digits', 'gaussians8'])
 def test_cli_run_writes_every_output(tmp_path, dataset):
   size = ['--image_size=16', '--ngf=8', '--ndf=8', '--nz=8', '--batch_size=8']
   if dataset != 'digits':
