@@ -5,9 +5,11 @@ r"""The largest deviation from the reference PyTorch code, for each parity test.
 Runs the comparisons of ``tests/test_parity.py`` (``tests/parity.py``) and
 prints, for each, the largest deviation max|ours - reference| / max|reference|
 over the arrays it compares, and which array it was; writes them all to
-``--out``/parity.json with the machine. Two further groups put those figures
-in context:
+``--out``/parity.json with the machine. Three further groups put those
+figures in context:
 
+* bfloat16: the same comparisons with our nets computing in bfloat16
+  (``--compute_dtype=bfloat16``; parameters and optimiser states float32);
 * noise floor: the reference against itself, its initial weights moved by
   one float32 rounding step (x (1 +- 2^-23)): how much the training dynamics
   amplify rounding alone;
@@ -66,7 +68,7 @@ def _machine() -> str:
 
 
 def _summary(result: dict) -> dict:
-  values = {k: v for k, v in result.items() if k not in ('steps', 'moved')}
+  values = {k: v for k, v in result.items() if k not in parity.BOOKKEEPING}
   worst = max(values, key=values.get)
   return {'largest': values[worst], 'where': worst, 'all': values,
           **({'steps': list(result['steps'])} if 'steps' in result else {})}
@@ -80,7 +82,8 @@ def main(argv):
   del argv
   report = {'machine': _machine(), 'measure': 'max|ours - reference| / '
             'max|reference| per array; the largest over the arrays compared',
-            'forward': {}, 'training': {}, 'noise_floor': {}, 'sensitivity': {}}
+            'forward': {}, 'training': {}, 'bfloat16': {}, 'noise_floor': {},
+            'sensitivity': {}}
   t0 = time.perf_counter()
   print(f'Forward passes (tolerance {test_parity.FORWARD_TOL:.0e}):')
   for name, overrides in FORWARD.items():
@@ -97,6 +100,18 @@ def main(argv):
   report['training'][name] = _summary(parity.train_iteration_side_by_side(
       parity.make_config(**ITERATION), num_gen_iters=3))
   _line(name, report['training'][name])
+
+  print('bfloat16 compute (--compute_dtype=bfloat16) against the float32 reference:')
+  for name in ('dcgan16', 'dcgan32', 'dcgan64', 'mlp32'):
+    key = f'forward {name}'
+    report['bfloat16'][key] = _summary(parity.forward_deviations(
+        parity.make_config(compute_dtype='bfloat16', **FORWARD[name])))
+    _line(key, report['bfloat16'][key])
+  for name, overrides in TRAINING.items():
+    key = f'training {name}'
+    report['bfloat16'][key] = _summary(parity.train_side_by_side(
+        parity.make_config(compute_dtype='bfloat16', **overrides)))
+    _line(key, report['bfloat16'][key])
 
   print('Noise floor: the reference against itself, initial weights x (1 +- 2^-23):')
   for name, overrides in TRAINING.items():

@@ -249,6 +249,9 @@ def _inputs(config, data_shape, num_gen_iters, seed):
   return counts, reals, latents
 
 
+# Entries of a result that are not deviations: the steps run, how far the
+# weights moved, the floating dtypes of our final state.
+BOOKKEEPING = ('steps', 'moved', 'dtypes')
 _LOSS_NAMES = ('critic_loss', 'critic_real', 'critic_fake', 'generator_loss')
 
 
@@ -307,6 +310,8 @@ def train_side_by_side(config, num_gen_iters=6, seed=0, oracle_config=None
                         reference_as_trees(trainer, config, data_shape), theirs)
   result['steps'] = (sum(inputs[0]), num_gen_iters)
   result['moved'] = _moved(state, initial)
+  result['dtypes'] = sorted({str(x.dtype) for x in jax.tree.leaves(state)
+                             if jax.numpy.issubdtype(x.dtype, jax.numpy.floating)})
   return result
 
 
@@ -371,4 +376,4 @@ def train_iteration_side_by_side(config, num_gen_iters=3, seed=0) -> dict[str, f
 
 def largest(result: dict) -> float:
   """The largest deviation of a result (ignoring the bookkeeping entries)."""
-  return max(v for k, v in result.items() if k not in ('steps', 'moved'))
+  return max(v for k, v in result.items() if k not in BOOKKEEPING)

@@ -327,7 +327,8 @@ def test_two_processes_train_as_one_and_share_the_checkpoints(trained, template,
 
   Both resume from the one-process run's checkpoint of iteration 4 (written
   by one process, read by all) and train to 8; each feeds only its devices'
-  slices of every global batch.
+  slices of every global batch: the first from data kept on its devices, the
+  second fed from the host (``--data_on_device=false``).
   """
   config, whole_dir, whole = trained
   workdir = tmp_path / 'run'
@@ -336,8 +337,9 @@ def test_two_processes_train_as_one_and_share_the_checkpoints(trained, template,
           f'--coordinator_address=localhost:{_free_port()}', '--num_processes=2']
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   procs = [subprocess.Popen([sys.executable, '-m', 'wgan_jax.train', *args,
-                             f'--process_id={i}'], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+                             f'--process_id={i}', f'--data_on_device={on_device}'],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True) for i, on_device in ((0, 'true'), (1, 'false'))]
   try:
     logs = [p.communicate(timeout=240)[1] for p in procs]
   finally:
@@ -347,6 +349,7 @@ def test_two_processes_train_as_one_and_share_the_checkpoints(trained, template,
     assert p.returncode == 0, log
     assert 'Training on 4 cpu device(s)' in log
     assert 'Resuming from the checkpoint of generator iteration 4 ' in log
+  assert 'on each device' in logs[0] and 'from the host' in logs[1]
 
   data_shape, initial, noise = template
   ckpt = checkpoints.Checkpointer(str(workdir), config, data_shape)

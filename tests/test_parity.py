@@ -53,7 +53,7 @@ def _check_training(result, tol=TRAIN_TOL):
   assert result['steps'] == (30, 6)
   assert result['moved'] > 0.5  # the weights went somewhere
   for name, value in result.items():
-    if name not in ('steps', 'moved'):
+    if name not in parity.BOOKKEEPING:
       assert value <= tol, (name, value)
 
 
@@ -89,7 +89,7 @@ def test_train_iteration_equals_reference():
   result = parity.train_iteration_side_by_side(config, num_gen_iters=3)
   assert result['steps'] == (7 + 4 + 4, 3)
   for name, value in result.items():
-    if name not in ('steps', 'moved'):
+    if name not in parity.BOOKKEEPING:
       assert value <= TRAIN_TOL, (name, value)
 
 
@@ -100,3 +100,33 @@ def test_comparison_sees_a_real_difference():
   result = parity.train_side_by_side(config, oracle_config=oracle)
   assert parity.largest(result) > 100 * TRAIN_TOL
   assert np.isfinite(parity.largest(result))
+
+
+# bfloat16 keeps 8 significant bits: one rounding is 2^-9 = 2e-3 relative,
+# and a few layers of them stay within 2e-2.
+BF16_FORWARD_TOL = 2e-2
+
+
+@pytest.mark.parametrize('overrides', [dict(image_size=32), dict(image_size=16, **MLP)],
+                         ids=['dcgan32', 'mlp16'])
+def test_bfloat16_forward_is_within_bfloat16_rounding_of_reference(overrides):
+  result = parity.forward_deviations(parity.make_config(compute_dtype='bfloat16', **overrides))
+  for name, value in result.items():
+    assert value <= BF16_FORWARD_TOL, (name, value)
+  # ... and it does compute in bfloat16: float32 is 1000x closer.
+  assert max(result['generator_train'], result['critic_train']) > 100 * FORWARD_TOL
+
+
+def test_bfloat16_training_keeps_float32_state_and_follows_reference_losses():
+  """bfloat16 arithmetic, float32 parameters and optimiser states: the MLP
+  run's losses stay within 1% of the float32 reference over 30 critic steps
+  (its parameters drift further: RMSProp moves every weight by about lr
+  whatever the size of its gradient, so rounding decides the direction of
+  the near-zero ones; see experiments/results/parity.json)."""
+  config = parity.make_config(compute_dtype='bfloat16', optimizer='rmsprop', clip=0.1,
+                              **MLP, **SCHEDULE)
+  result = parity.train_side_by_side(config)
+  assert result['dtypes'] == ['float32']
+  assert result['moved'] > 0.5
+  for name in ('critic_loss', 'critic_real_fake', 'generator_loss'):
+    assert 1e-4 < result[name] <= 1e-2, (name, result[name])

@@ -108,6 +108,7 @@ def test_epoch_sampler_covers_each_epoch_once():
     (dict(clip=-0.01), '--clip=-0.01: must be positive'),
     (dict(clip_when='during'), 'choose after or before'),
     (dict(optimizer='sgd'), 'choose rmsprop or adam'),
+    (dict(compute_dtype='float16'), 'choose float32 or bfloat16'),
     (dict(batch_size=6), 'does not divide over 4 devices'),
     (dict(dataset='gaussians8', generator='dcgan'), '--generator=mlp'),
 ])

@@ -102,6 +102,10 @@ CONFIG_FLAGS = (
      'to rounding, different speed): auto (taps on CPU) | taps | xla'),
     ('string', 'iteration_mode',
      'How a generator iteration is compiled: auto | scan | unroll | steps'),
+    ('string', 'compute_dtype',
+     "The nets' arithmetic: float32 | bfloat16 (parameters, optimiser state, "
+     'BatchNorm statistics and losses stay float32; faster on GPUs and TPUs, '
+     'not on CPUs without bfloat16 units)'),
     ('string', 'compilation_cache_dir',
      "Keep compiled steps in this directory for later runs (jax's persistent "
      "compilation cache); '' = off"),

@@ -56,6 +56,9 @@ class BatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, use_running_average: bool):
+    # Statistics and normalisation in float32 whatever the compute dtype:
+    # bfloat16's 8-bit mantissa would lose the variance of small activations.
+    dtype, x = x.dtype, x.astype(jnp.float32)
     features = x.shape[-1]
     scale = self.param('scale', bn_scale_init, (features,))
     bias = self.param('bias', nn.initializers.zeros, (features,))
@@ -79,7 +82,8 @@ class BatchNorm(nn.Module):
         unbiased = var * (count / max(count - 1, 1))
         ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
         ra_var.value = (1 - m) * ra_var.value + m * jax.lax.stop_gradient(unbiased)
-    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    return y.astype(dtype)
 
 
 _DN = ('NHWC', 'HWIO', 'NHWC')
@@ -355,9 +359,9 @@ class DCGANCritic(nn.Module):
     return x.reshape(x.shape[0]).astype(jnp.float32)
 
 
-def _torch_dense(features: int, fan_in: int, name: str) -> nn.Dense:
+def _torch_dense(features: int, fan_in: int, name: str, dtype) -> nn.Dense:
   return nn.Dense(features, kernel_init=torch_linear_kernel_init,
-                  bias_init=torch_linear_bias_init(fan_in), name=name)
+                  bias_init=torch_linear_bias_init(fan_in), dtype=dtype, name=name)
 
 
 class MLPGenerator(nn.Module):
@@ -367,55 +371,72 @@ class MLPGenerator(nn.Module):
   """
   out_shape: Sequence[int]
   ngf: int = 64
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, train: bool = True):
     del train  # no BatchNorm; the argument keeps one calling convention
     x = z.reshape(z.shape[0], -1)
     for i in range(3):
-      x = nn.relu(_torch_dense(self.ngf, x.shape[-1], f'hidden_{i}')(x))
-    x = _torch_dense(math.prod(self.out_shape), x.shape[-1], 'out')(x)
-    return x.reshape((z.shape[0], *self.out_shape))
+      x = nn.relu(_torch_dense(self.ngf, x.shape[-1], f'hidden_{i}', self.dtype)(x))
+    x = _torch_dense(math.prod(self.out_shape), x.shape[-1], 'out', self.dtype)(x)
+    return x.reshape((z.shape[0], *self.out_shape)).astype(jnp.float32)
 
 
 class MLPCritic(nn.Module):
   """The reference's MLP_D: 3 hidden ReLU layers of width ndf, a linear score."""
   ndf: int = 64
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     del train
     x = x.reshape(x.shape[0], -1)
     for i in range(3):
-      x = nn.relu(_torch_dense(self.ndf, x.shape[-1], f'hidden_{i}')(x))
-    return _torch_dense(1, x.shape[-1], 'out')(x).reshape(x.shape[0])
+      x = nn.relu(_torch_dense(self.ndf, x.shape[-1], f'hidden_{i}', self.dtype)(x))
+    x = _torch_dense(1, x.shape[-1], 'out', self.dtype)(x)
+    return x.reshape(x.shape[0]).astype(jnp.float32)
+
+
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def compute_dtype(config):
+  """The nets' arithmetic dtype (``config.compute_dtype``). Parameters,
+  optimiser states, BatchNorm and the losses stay float32 either way."""
+  name = config.get('compute_dtype', 'float32')  # configs saved before the option
+  if name not in COMPUTE_DTYPES:
+    raise UserError(f'--compute_dtype={name!r}: choose {" or ".join(COMPUTE_DTYPES)}.')
+  return jnp.dtype(name)
 
 
 def make_generator(config, data_shape: Sequence[int],
                    axis_name: str | None = None) -> nn.Module:
   """The generator that ``config.generator`` names, for data of ``data_shape``."""
+  dtype = compute_dtype(config)
   if config.generator == 'mlp':
-    return MLPGenerator(out_shape=tuple(data_shape), ngf=config.ngf)
+    return MLPGenerator(out_shape=tuple(data_shape), ngf=config.ngf, dtype=dtype)
   if config.generator == 'dcgan':
     _require_images(data_shape, 'generator')
     return DCGANGenerator(image_size=data_shape[0], channels=data_shape[-1],
                           ngf=config.ngf, n_extra_layers=config.n_extra_layers,
                           use_bn=not config.no_bn, axis_name=axis_name,
-                          convt_impl=config.convt_impl)
+                          convt_impl=config.convt_impl, dtype=dtype)
   raise UserError(f'--generator={config.generator!r}: choose dcgan or mlp.')
 
 
 def make_critic(config, data_shape: Sequence[int],
                 axis_name: str | None = None) -> nn.Module:
   """The critic that ``config.critic`` names, for data of ``data_shape``."""
+  dtype = compute_dtype(config)
   if config.critic == 'mlp':
-    return MLPCritic(ndf=config.ndf)
+    return MLPCritic(ndf=config.ndf, dtype=dtype)
   if config.critic == 'dcgan':
     _require_images(data_shape, 'critic')
     return DCGANCritic(image_size=data_shape[0], ndf=config.ndf,
                        n_extra_layers=config.n_extra_layers,
                        use_bn=config.critic_bn, axis_name=axis_name,
-                       conv_impl=config.get('conv_impl', 'auto'))
+                       conv_impl=config.get('conv_impl', 'auto'), dtype=dtype)
   raise UserError(f'--critic={config.critic!r}: choose dcgan or mlp.')
 
 

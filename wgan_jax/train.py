@@ -66,6 +66,7 @@ def validate(config) -> None:
   if config.loss not in losses.LOSSES:
     raise UserError(f'--loss={config.loss!r}: choose {", ".join(losses.LOSSES)}.')
   parallel.resolve_mode(config.iteration_mode)
+  models.compute_dtype(config)
 
 
 def prepare_workdir(workdir: str, samples: bool = True) -> None:

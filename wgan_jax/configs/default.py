@@ -75,5 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.convt_impl = 'auto'  # auto | subpixel | dilated: same numbers, different speed
   c.conv_impl = 'auto'  # auto | taps | xla: the critic's strided convs' kernel gradient
   c.iteration_mode = 'auto'  # auto | scan | steps: how a generator iteration is compiled
+  # float32 | bfloat16: the nets' arithmetic (bfloat16 pays on GPUs and TPUs,
+  # not on CPUs without bfloat16 units); parameters, optimiser state, BatchNorm
+  # statistics and losses stay float32
+  c.compute_dtype = 'float32'
   c.compilation_cache_dir = ''  # jax's persistent compilation cache; '' = off
   return c
