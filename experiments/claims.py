@@ -4,6 +4,7 @@ r"""The paper's claims, measured: one command per experiment.
   python experiments/claims.py --experiment=mode_collapse   # 2. WGAN vs GAN vs WGAN-GP on mixtures
   python experiments/claims.py --experiment=architectures   # 3. MLP and no-BN generators
   python experiments/claims.py --experiment=optimizers      # 4. RMSProp vs Adam
+  python experiments/claims.py --experiment=precision       # (ours) bfloat16 vs float32
 
 Each trains its runs (several seeds at once with ``num_seeds``, one compile),
 measures every checkpoint with ``wgan_jax.evaluate`` and writes
@@ -30,7 +31,8 @@ from scipy import stats
 from wgan_jax import configs, evaluate, train, visualize, writers
 
 _EXPERIMENT = flags.DEFINE_enum(
-    'experiment', None, ['loss_meaning', 'mode_collapse', 'architectures', 'optimizers'],
+    'experiment', None,
+    ['loss_meaning', 'mode_collapse', 'architectures', 'optimizers', 'precision'],
     'Which experiment to run.', required=True)
 _OUT = flags.DEFINE_string('out', 'experiments/results', 'Where the figure and JSON go.')
 _WORKDIRS = flags.DEFINE_string('workdirs', '/tmp/wgan_jax_claims', "Where the runs' workdirs go.")
@@ -70,6 +72,13 @@ RUNS = {
         f'digits-{opt}': ('digits', dict(DIGITS, loss='wgan', optimizer=opt, num_seeds=2,
                                          checkpoint_every=100))
         for opt in ('rmsprop', 'adam')
+    },
+    # Not a claim of the paper: what --compute_dtype=bfloat16 does to the
+    # samples, since it leaves step-for-step parity (parity_report.py).
+    'precision': {
+        f'digits-{dtype}': ('digits', dict(DIGITS, loss='wgan', compute_dtype=dtype, num_seeds=2,
+                                           checkpoint_every=100))
+        for dtype in ('float32', 'bfloat16')
     },
 }
 KEEP = 100  # checkpoints kept: every one is evaluated
@@ -141,7 +150,7 @@ def run(experiment: str) -> dict:
       t0 = time.perf_counter()
       train.train(config, workdir)
       seconds = time.perf_counter() - t0
-    which = 'all' if experiment in ('loss_meaning', 'optimizers') else 'newest'
+    which = 'all' if experiment in ('loss_meaning', 'optimizers', 'precision') else 'newest'
     seeds = []
     for seed_dir in _seed_dirs(workdir, config):
       evaluation = (_read_evaluation(seed_dir) if _SUMMARIZE_ONLY.value
@@ -158,7 +167,7 @@ def run(experiment: str) -> dict:
 def _settings(config) -> dict:
   keys = ('dataset', 'loss', 'generator', 'critic', 'no_bn', 'critic_bn', 'ngf', 'ndf', 'nz',
           'image_size', 'batch_size', 'optimizer', 'lr_critic', 'lr_gen', 'beta1', 'clip',
-          'n_critic', 'num_gen_iters', 'num_seeds', 'seed')
+          'n_critic', 'num_gen_iters', 'num_seeds', 'seed', 'compute_dtype')
   return {k: config.get(k) for k in keys if k in config}
 
 

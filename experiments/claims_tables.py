@@ -51,7 +51,7 @@ def table(result: dict) -> str:
 
 def main(argv):
   results = argv[1].split('=', 1)[1] if len(argv) > 1 else 'experiments/results'
-  for name in ('loss_meaning', 'mode_collapse', 'architectures', 'optimizers'):
+  for name in ('loss_meaning', 'mode_collapse', 'architectures', 'optimizers', 'precision'):
     path = os.path.join(results, f'{name}.json')
     if os.path.exists(path):
       with open(path, encoding='utf-8') as f:
