@@ -21,14 +21,21 @@ def _run(config, devices, num_iters=3):
                                  axis_name=parallel.AXIS)
   source = input_pipeline.DeviceResidentSource(dataset, config.batch_size,
                                                config.seed, devices)
-  iteration = parallel.TrainIteration(config, devices)
+  state, history = _train_iterations(config, parallel.TrainIteration(config, devices),
+                                     devices, state, source, num_iters)
+  return state, [{k: float(v[0]) for k, v in m.items()} for m in history]
+
+
+def _train_iterations(config, iteration, devices, state, source, num_iters):
+  """``num_iters`` generator iterations (with the config's critic schedule)
+  of ``state`` on ``devices``; returns the state and each one's metrics."""
   p_state = parallel.replicate(state, devices)
   consumed, history = 0, []
   for i in range(num_iters):
     n = steps.critic_iterations(i, config)
     p_state, metrics = iteration(p_state, *source.batches(consumed, n))
     consumed += n
-    history.append({k: float(v[0]) for k, v in jax.device_get(metrics).items()})
+    history.append(jax.device_get(metrics))
   return parallel.unreplicate(p_state), history
 
 

@@ -9,27 +9,16 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from wgan_jax import configs, generate, input_pipeline, parallel, steps, train, writers
+from wgan_jax import configs, generate, input_pipeline, parallel, train, writers
 from wgan_jax import state as state_lib
 from wgan_jax.errors import UserError
 
 from .conftest import tiny_config
-from .test_parallel import _assert_states_close
+from .test_parallel import _assert_states_close, _train_iterations
 
 # vmap batches the matrix products and convolutions of the seeds, which may
 # sum in another order; after a few steps the parameters agree to this.
 RTOL, ATOL = 1e-4, 1e-6
-
-
-def _train_iterations(config, iteration, devices, states, source, num_iters):
-  p_state = parallel.replicate(states, devices)
-  consumed, history = 0, []
-  for i in range(num_iters):
-    n = steps.critic_iterations(i, config)
-    p_state, metrics = iteration(p_state, *source.batches(consumed, n))
-    consumed += n
-    history.append(jax.device_get(metrics))
-  return parallel.unreplicate(p_state), history
 
 
 def _seeded_vs_single(config, devices, num_seeds=2, num_iters=2):
