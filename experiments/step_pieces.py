@@ -57,12 +57,12 @@ def ours(model: str, calls: int) -> dict:
     return module.apply({'params': params, 'batch_stats': stats}, inputs, train=True,
                         mutable=['batch_stats'])[0]
 
-  g_fwd = jax.jit(lambda p, z: apply(gen, p, g_vars.get('batch_stats', {}), z))
-  c_grad = jax.jit(jax.grad(lambda p, x, f: jnp.mean(apply(critic, p, c_vars.get('batch_stats', {}), f))
-                            - jnp.mean(apply(critic, p, c_vars.get('batch_stats', {}), x))))
+  g_stats, c_stats = g_vars.get('batch_stats', {}), c_vars.get('batch_stats', {})  # MLPs: none
+  g_fwd = jax.jit(lambda p, z: apply(gen, p, g_stats, z))
+  c_grad = jax.jit(jax.grad(lambda p, x, f: jnp.mean(apply(critic, p, c_stats, f))
+                            - jnp.mean(apply(critic, p, c_stats, x))))
   g_grad = jax.jit(jax.grad(lambda p, z: -jnp.mean(apply(
-      critic, c_vars['params'], c_vars.get('batch_stats', {}),
-      apply(gen, p, g_vars.get('batch_stats', {}), z)))))
+      critic, c_vars['params'], c_stats, apply(gen, p, g_stats, z)))))
   fake = g_fwd(g_vars['params'], z)
   sync = jax.block_until_ready
   return {'generator_forward_ms': _best_ms(lambda: g_fwd(g_vars['params'], z), calls, sync),
