@@ -10,6 +10,8 @@ import pytest
 from wgan_jax import benchmark, runtime
 from wgan_jax.errors import UserError
 
+from tests.test_flops import mlp_iteration_flops
+
 
 def test_variants_parse_and_refuse_mistakes():
   v = benchmark.parse_variant("fast: iteration_mode=unroll xla_flags='--a=1 --b=2'")
@@ -35,7 +37,8 @@ def test_tiny_side_by_side_run_reports_every_figure():
   spec = dict(image_size=16, generator='mlp', critic='mlp', ngf=16, ndf=16, nz=8,
               batch_size=8)
   options = dict(repeats=2, iters=1, min_repeat_s=0, num_examples=32, backend='cpu',
-                 torch_device='cpu', torch_threads=1, compilation_cache_dir='')
+                 torch_device='cpu', torch_threads=1, compilation_cache_dir='',
+                 gemm_seconds=0.1)
   variants = [benchmark.Variant('torch', 'torch'), benchmark.Variant('ours', 'ours')]
   result = benchmark.benchmark_model('tiny', variants, options, log=lambda s: None,
                                      spec=spec)
@@ -48,8 +51,25 @@ def test_tiny_side_by_side_run_reports_every_figure():
   assert torch['speedup_vs_torch'] == 1.0
   assert ours['compile_s'] > 0 and ours['compile_s_while_timed'] == 0
   assert ours['description']['backend'] == 'cpu'
+  gflop = mlp_iteration_flops(8, 8, 16, 16 * 16 * 3, 5) / 1e9
+  for r in (ours, torch):  # the same model FLOPs for both; each its own GEMM rate
+    assert r['gflop_per_gen_iter'] == pytest.approx(gflop)
+    assert r['achieved_gflops'] == pytest.approx(gflop * r['gen_iters_per_s'])
+    assert r['share_of_gemm'] == pytest.approx(r['achieved_gflops'] / r['gemm_gflops'])
+    assert 'share_of_spec_peak' not in r  # CPUs have no datasheet entry
+  assert result['gemm_ceiling_gen_iters_per_s'] == pytest.approx(ours['gemm_gflops'] / gflop)
+  assert result['gemm_ceiling_speedup_vs_torch'] == pytest.approx(
+      result['gemm_ceiling_gen_iters_per_s'] / torch['gen_iters_per_s'])
+  assert 'tiny: ' in benchmark.ceilings({'tiny': result})
   assert 'tiny' in benchmark.table({'tiny': result})
   json.dumps(result)
+
+
+def test_datasheet_peaks_match_device_names():
+  assert benchmark.spec_peak('NVIDIA H100 80GB HBM3')['tf32'] == 494.7
+  assert benchmark.spec_peak('NVIDIA H100 PCIe')['tf32'] == 378.0
+  assert benchmark.spec_peak('NVIDIA H200')['bfloat16'] == 989.4
+  assert benchmark.spec_peak('cpu') is None
 
 
 def _run_python(code: str, **env) -> str:

@@ -27,6 +27,13 @@ apart (jax's own trace, lowering and compile events) and never counted in the
 throughput. Peak memory is the process's peak RSS on the CPU (framework and
 dataset included; the RSS before building the models is given too), the
 allocator's peak on accelerators.
+
+Achieved FLOP/s: the model FLOPs of a generator iteration
+(``flops.iteration_flops``: matrix products and convolutions, the same for
+both sides) times the iterations per second; as a share of the dense
+float32 matrix-product rate each side's framework reaches in the same
+process (``gemm_gflops``), and on GPUs whose datasheet we list
+(``SPEC_PEAK_TFLOPS``) of the card's peak.
 """
 
 from __future__ import annotations
@@ -58,6 +65,24 @@ MODELS = {
 BATCH_SIZE = 64
 N_CRITIC = 5
 CHANNELS = 3
+GEMM_SECONDS = 3.0  # the GEMM rate is the best of this long: one slow second on a VM moves nothing
+
+# Dense peak TFLOP/s from NVIDIA's datasheets (no sparsity): float32 on CUDA
+# cores, TF32 and bfloat16 on tensor cores. Matched against the device name.
+SPEC_PEAK_TFLOPS = {
+    'H100 PCIe': {'float32': 51.2, 'tf32': 378.0, 'bfloat16': 756.0},
+    'H100': {'float32': 66.9, 'tf32': 494.7, 'bfloat16': 989.4},  # SXM
+    'H200': {'float32': 66.9, 'tf32': 494.7, 'bfloat16': 989.4},
+    'A100': {'float32': 19.5, 'tf32': 156.0, 'bfloat16': 312.0},
+}
+
+
+def spec_peak(device_name: str) -> dict | None:
+  """The datasheet peaks of a GPU named ``device_name`` (None: not listed)."""
+  for name, peak in SPEC_PEAK_TFLOPS.items():  # the most specific name first
+    if name.lower() in device_name.lower():
+      return peak
+  return None
 
 
 def bench_config(spec: dict, **overrides):
@@ -136,9 +161,13 @@ class OursRunner:
   def __init__(self, spec: dict, overrides: dict, data: np.ndarray):
     import jax  # pylint: disable=g-import-not-at-top
     from jax import monitoring  # pylint: disable=g-import-not-at-top
-    from wgan_jax import input_pipeline, parallel, state  # pylint: disable=g-import-not-at-top
+    from wgan_jax import flops, input_pipeline, parallel, state  # pylint: disable=g-import-not-at-top
     self._jax = jax
+    self._flops = flops
     self.compile_seconds = 0.0
+    config = bench_config(spec, **overrides)
+    # Traced before the compile listener starts: tracing counts as compiling.
+    self.flops = flops.iteration_flops(config, data.shape[1:], n_critic=N_CRITIC)
 
     def on_event(event, seconds, **_):
       if event.startswith('/jax/core/compile/'):
@@ -146,7 +175,6 @@ class OursRunner:
 
     monitoring.register_event_duration_secs_listener(on_event)
     self.rss_before_mb = _rss_mb()
-    config = bench_config(spec, **overrides)
     devices = parallel.local_devices(1)
     self.device = devices[0]
     initial = state.create_state(config, data.shape[1:], state.root_key(config),
@@ -169,7 +197,8 @@ class OursRunner:
     seconds, _ = self.run(1)
     self._compiled_at_warm_up = self.compile_seconds
     return {'first_iteration_s': seconds,
-            'compile_s': self.compile_seconds - before}
+            'compile_s': self.compile_seconds - before,
+            'gflop_per_gen_iter': self.flops['generator_iteration'] / 1e9}
 
   def run(self, iters: int) -> tuple[float, float]:
     jax = self._jax
@@ -184,7 +213,7 @@ class OursRunner:
     jax.block_until_ready(self.p_state)
     return time.perf_counter() - start, time.process_time() - cpu
 
-  def memory(self) -> dict:
+  def memory(self, gemm_seconds: float = GEMM_SECONDS) -> dict:
     stats = None
     try:
       stats = self.device.memory_stats()
@@ -195,6 +224,9 @@ class OursRunner:
            'compile_s_while_timed': self.compile_seconds - self._compiled_at_warm_up}
     if stats and 'peak_bytes_in_use' in stats and self.device.platform != 'cpu':
       out['device_peak_mb'] = stats['peak_bytes_in_use'] / 2**20
+    # Last, so that its buffers and its compile stay out of the figures above.
+    out['gemm_gflops'] = self._flops.jax_gemm_rate(_gemm_size(self.device.platform),
+                                                   gemm_seconds) / 1e9
     return out
 
 
@@ -233,6 +265,19 @@ class TorchRunner:
   def warm_up(self) -> dict:
     return {'first_iteration_s': self.run(1)[0], 'compile_s': None}
 
+  def gemm_rate(self, n: int, seconds: float = 1.0) -> float:
+    """The float32 matrix-product FLOP/s torch reaches on its device (its
+    default precision: full float32 on GPUs)."""
+    from wgan_jax import flops  # pylint: disable=g-import-not-at-top
+    torch = self._torch
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen).to(self.device) for _ in range(2))
+
+    def sync(_):
+      if self.device.type == 'cuda':
+        torch.cuda.synchronize(self.device)
+    return flops.dense_gemm_rate(lambda: torch.matmul(a, b), sync, n, seconds)
+
   def run(self, iters: int) -> tuple[float, float]:
     start, cpu = time.perf_counter(), time.process_time()
     for _ in range(iters):
@@ -241,11 +286,16 @@ class TorchRunner:
       self._torch.cuda.synchronize(self.device)
     return time.perf_counter() - start, time.process_time() - cpu
 
-  def memory(self) -> dict:
+  def memory(self, gemm_seconds: float = GEMM_SECONDS) -> dict:
     out = {'peak_rss_mb': _peak_rss_mb(), 'rss_before_models_mb': self.rss_before_mb}
     if self.device.type == 'cuda':
       out['device_peak_mb'] = self._torch.cuda.max_memory_allocated(self.device) / 2**20
+    out['gemm_gflops'] = self.gemm_rate(_gemm_size(self.device.type), gemm_seconds) / 1e9
     return out
+
+
+def _gemm_size(platform_name: str) -> int:
+  return 2048 if platform_name == 'cpu' else 8192
 
 
 def _serve(conn, variant: Variant, spec: dict, options: dict) -> None:
@@ -269,7 +319,7 @@ def _serve(conn, variant: Variant, spec: dict, options: dict) -> None:
       elif command == 'run':
         conn.send(('ok', runner.run(arg)))
       elif command == 'stop':
-        conn.send(('ok', runner.memory()))
+        conn.send(('ok', runner.memory(options.get('gemm_seconds', GEMM_SECONDS))))
         return
   except BaseException:  # pylint: disable=broad-except
     conn.send(('error', traceback.format_exc()))
@@ -385,7 +435,28 @@ def benchmark_model(model: str, variants: list[Variant], options: dict,
         **warm[label], **memory[label],
         'description': w.description,
     }
+  # The count is the same for every side; only ours computes it.
+  gflop = next((r['gflop_per_gen_iter'] for r in results.values()
+                if 'gflop_per_gen_iter' in r), None)
+  for res in results.values():
+    if gflop is not None:
+      res['gflop_per_gen_iter'] = gflop
+      res['achieved_gflops'] = gflop * res['gen_iters_per_s']
+      res['share_of_gemm'] = res['achieved_gflops'] / res['gemm_gflops']
+      peak = spec_peak(res['description'].get('device', ''))
+      if peak and res['description'].get('backend', 'gpu') != 'cpu':
+        res['spec_peak_tflops'] = peak
+        res['share_of_spec_peak'] = {k: res['achieved_gflops'] / (1e3 * v)
+                                     for k, v in peak.items()}
   torch_label = next((v.label for v in variants if v.framework == 'torch'), None)
+  summary = {}
+  ours_gemm = [r['gemm_gflops'] for r in results.values() if r['framework'] == 'ours']
+  if gflop is not None and ours_gemm:
+    # An upper bound: every model FLOP at the dense square-GEMM rate, nothing else.
+    summary['gemm_ceiling_gen_iters_per_s'] = max(ours_gemm) / gflop
+    if torch_label:
+      summary['gemm_ceiling_speedup_vs_torch'] = (
+          summary['gemm_ceiling_gen_iters_per_s'] / results[torch_label]['gen_iters_per_s'])
   if torch_label:
     base = results[torch_label]
     for res in results.values():
@@ -395,7 +466,7 @@ def benchmark_model(model: str, variants: list[Variant], options: dict,
       res['cpu_time_speedup_vs_torch'] = (base['cpu_ms_per_gen_iter']
                                           / res['cpu_ms_per_gen_iter'])
   return {'iters_per_repeat': iters, 'repeats': options['repeats'],
-          'load_average_1min_per_repeat': loads, 'results': results}
+          'load_average_1min_per_repeat': loads, **summary, 'results': results}
 
 
 def machine() -> dict:
@@ -423,8 +494,8 @@ def machine() -> dict:
 def table(results: dict) -> str:
   """The results as a fixed-width text table."""
   head = ('model', 'side', 'gen it/s', 'vs torch', 'best it/s', 'vs torch',
-          'CPU ms/it', 'vs torch', 'critic st/s', 'images/s', 'compile s',
-          'peak MB')
+          'CPU ms/it', 'vs torch', 'critic st/s', 'images/s', 'GFLOP/s',
+          '% GEMM', 'compile s', 'peak MB')
 
   def ratio(r, key):
     return f'{r[key]:.2f}x' if key in r else '-'
@@ -438,12 +509,30 @@ def table(results: dict) -> str:
                    ratio(r, 'best_speedup_vs_torch'), f'{r["cpu_ms_per_gen_iter"]:.0f}',
                    ratio(r, 'cpu_time_speedup_vs_torch'),
                    f'{r["critic_steps_per_s"]:.2f}', f'{r["images_per_s"]:.0f}',
+                   f'{r["achieved_gflops"]:.1f}' if 'achieved_gflops' in r else '-',
+                   f'{100 * r["share_of_gemm"]:.0f}%' if 'share_of_gemm' in r else '-',
                    f'{r["compile_s"]:.1f}' if r['compile_s'] is not None else '-',
                    f'{mem:.0f}'))
   widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
   lines = ['  '.join(c.ljust(w) if i < 2 else c.rjust(w)
                      for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
   lines.insert(1, '  '.join('-' * w for w in widths))
+  return '\n'.join(lines)
+
+
+def ceilings(results: dict) -> str:
+  """One line per model: what every model FLOP at jax's dense-GEMM rate would give."""
+  lines = []
+  for model, res in results.items():
+    if 'gemm_ceiling_gen_iters_per_s' not in res:
+      continue
+    ours_gemm = max(r['gemm_gflops'] for r in res['results'].values() if r['framework'] == 'ours')
+    gflop = next(iter(res['results'].values()))['gflop_per_gen_iter']
+    line = (f'{model}: {gflop:.1f} GFLOP per generator iteration; at jax\'s dense GEMM rate '
+            f'({ours_gemm:.0f} GFLOP/s) {res["gemm_ceiling_gen_iters_per_s"]:.3f} it/s')
+    if 'gemm_ceiling_speedup_vs_torch' in res:
+      line += f', {res["gemm_ceiling_speedup_vs_torch"]:.2f}x torch'
+    lines.append(line)
   return '\n'.join(lines)
 
 
@@ -505,6 +594,8 @@ def main(argv):
   report = run(f.models, variants, options, out=f.out,
                log=lambda s: print(s, file=sys.stderr, flush=True))
   print(table(report['models']))
+  print('\nCeilings (every model FLOP at the dense-GEMM rate, nothing else):')
+  print(ceilings(report['models']))
   m = report['machine']
   print(f'\n{m["cpu"]}, {m["cores"]} cores; jax {m["jax"]}, torch {m["torch"]}; '
         f'load average {report["load_average_1_5_15min_start"][0]:.2f} at the start, '
