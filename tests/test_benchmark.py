@@ -66,7 +66,12 @@ def test_tiny_side_by_side_run_reports_every_figure():
 
 
 def test_datasheet_peaks_match_device_names():
-  assert benchmark.spec_peak('NVIDIA H100 80GB HBM3')['tf32'] == 494.7
+  peak = benchmark.spec_peak('NVIDIA H100 80GB HBM3')
+  assert peak['tf32'] == 494.7
+  result = {'gemm_ceiling_gen_iters_per_s': 2.0, 'results': {'ours': {
+      'framework': 'ours', 'gemm_gflops': 400e3, 'gflop_per_gen_iter': 200.0,
+      'spec_peak_tflops': peak, 'share_of_spec_peak': {'tf32': 0.25}}}}
+  assert '25.0% of the tf32 peak (494.7 TFLOP/s)' in benchmark.ceilings({'dcgan64': result})
   assert benchmark.spec_peak('NVIDIA H100 PCIe')['tf32'] == 378.0
   assert benchmark.spec_peak('NVIDIA H200')['bfloat16'] == 989.4
   assert benchmark.spec_peak('cpu') is None

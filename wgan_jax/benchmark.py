@@ -521,7 +521,8 @@ def table(results: dict) -> str:
 
 
 def ceilings(results: dict) -> str:
-  """One line per model: what every model FLOP at jax's dense-GEMM rate would give."""
+  """Per model: what every model FLOP at jax's dense-GEMM rate would give, and
+  on listed GPUs each side's share of the datasheet peaks."""
   lines = []
   for model, res in results.items():
     if 'gemm_ceiling_gen_iters_per_s' not in res:
@@ -533,6 +534,11 @@ def ceilings(results: dict) -> str:
     if 'gemm_ceiling_speedup_vs_torch' in res:
       line += f', {res["gemm_ceiling_speedup_vs_torch"]:.2f}x torch'
     lines.append(line)
+    for label, r in res['results'].items():
+      if 'share_of_spec_peak' in r:
+        lines.append(f'  {label}: ' + ', '.join(
+            f'{100 * share:.1f}% of the {kind} peak ({r["spec_peak_tflops"][kind]:g} TFLOP/s)'
+            for kind, share in r['share_of_spec_peak'].items()))
   return '\n'.join(lines)
 
 
