@@ -265,7 +265,7 @@ class TorchRunner:
   def warm_up(self) -> dict:
     return {'first_iteration_s': self.run(1)[0], 'compile_s': None}
 
-  def gemm_rate(self, n: int, seconds: float = 1.0) -> float:
+  def gemm_rate(self, n: int, seconds: float = GEMM_SECONDS) -> float:
     """The float32 matrix-product FLOP/s torch reaches on its device (its
     default precision: full float32 on GPUs)."""
     from wgan_jax import flops  # pylint: disable=g-import-not-at-top
