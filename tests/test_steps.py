@@ -112,7 +112,8 @@ def test_every_critic_parameter_is_clipped_after_every_step():
 
 def test_critic_step_leaves_generator_weights_alone():
   config, state = _dcgan_state()
-  new, _ = steps.critic_step(state, *_batch(config, 0), clip=config.clip)
+  step = jax.jit(functools.partial(steps.critic_step, clip=config.clip))  # op by op: 2x slower
+  new, _ = step(state, *_batch(config, 0))
   assert _leaves_equal(new.generator.params, state.generator.params)
   assert _leaves_equal(new.generator.opt_state, state.generator.opt_state)
   assert int(new.gen_iter) == 0
@@ -125,7 +126,7 @@ def test_critic_step_leaves_generator_weights_alone():
 def test_generator_step_leaves_critic_weights_alone():
   config, state = _dcgan_state()
   _, z = _batch(config, 0)
-  new, _ = steps.generator_step(state, z)
+  new, _ = jax.jit(steps.generator_step)(state, z)
   assert _leaves_equal(new.critic.params, state.critic.params)
   assert _leaves_equal(new.critic.opt_state, state.critic.opt_state)
   assert not _leaves_equal(new.generator.params, state.generator.params)
