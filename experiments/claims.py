@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 
 import numpy as np
@@ -28,7 +27,7 @@ from absl import app, flags, logging
 from PIL import Image
 from scipy import stats
 
-from wgan_jax import configs, evaluate, train, visualize, writers
+from wgan_jax import configs, evaluate, runtime, train, visualize, writers
 
 _EXPERIMENT = flags.DEFINE_enum(
     'experiment', None,
@@ -82,12 +81,6 @@ RUNS = {
     },
 }
 KEEP = 100  # checkpoints kept: every one is evaluated
-
-
-def _machine() -> str:
-  import jax  # pylint: disable=g-import-not-at-top
-  return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
-          f'jax {jax.__version__} on {jax.devices()[0].platform}')
 
 
 def _config(dataset: str, overrides: dict):
@@ -161,7 +154,7 @@ def run(experiment: str) -> dict:
     results.append({'name': name, 'dataset': dataset, 'settings': _settings(config),
                     'train_seconds': seconds, 'seeds': seeds,
                     'summary': _summary(seeds)})
-  return {'experiment': experiment, 'machine': _machine(), 'runs': results}
+  return {'experiment': experiment, 'machine': runtime.machine(devices=True), 'runs': results}
 
 
 def _settings(config) -> dict:

@@ -10,7 +10,7 @@ r"""What two CPU optimisations buy, measured in CPU time (robust to other load).
   formulations, forward alone (as the critic steps use it) and forward plus
   both gradients (the generator step).
 * strided conv: the kernel gradient of each of the 64px critic's 4x4
-  stride-2 convs, XLA's against ``models.conv_stride2_taps``, with the
+  stride-2 convs, XLA's against ``layers.conv_stride2_taps``, with the
   forward for scale.
 * XLA flags: our training step under each of ``--xla_flag_sets`` (CPU time,
   one thread), against no flags.
@@ -61,7 +61,7 @@ print(json.dumps({
 
 _TIMER = r'''
 import json, time, numpy as np, jax, jax.numpy as jnp
-from wgan_jax import models
+from wgan_jax import layers
 def cpu_ms(f, n=20):
   f(); f()
   start = time.process_time()
@@ -94,7 +94,7 @@ for size, cin, cout in ((64, 3, 64), (32, 64, 128), (16, 128, 256), (8, 256, 512
   x = jnp.asarray(rng.standard_normal((64, size, size, cin), np.float32))
   k = jnp.asarray(rng.standard_normal((4, 4, cin, cout), np.float32))
   g = jnp.asarray(rng.standard_normal((64, size // 2, size // 2, cout), np.float32))
-  row = {'forward_ms': cpu_ms(lambda: jax.jit(models.conv_stride2)(x, k).block_until_ready(), n=10)}
+  row = {'forward_ms': cpu_ms(lambda: jax.jit(layers.conv_stride2)(x, k).block_until_ready(), n=10)}
   for name in ('conv_stride2', 'conv_stride2_taps'):
     f = getattr(models, name)
     dk = jax.jit(lambda x, g, f=f: jax.vjp(lambda k: f(x, k), k)[1](g)[0])

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 
 import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from wgan_jax import configs, train, visualize, writers
+from wgan_jax import configs, runtime, train, visualize, writers
 
 _OUT = flags.DEFINE_string('out', 'experiments/results', 'Where the figure and JSON go.')
 _WORKDIRS = flags.DEFINE_string('workdirs', '/tmp/wgan_jax_embedded',
@@ -30,12 +29,6 @@ _ITERS = flags.DEFINE_integer('num_gen_iters', 0, 'Override the presets (0 keeps
 _SUMMARIZE_ONLY = flags.DEFINE_bool(
     'summarize_only', False, 'Rebuild the figure and JSON from the workdirs of an '
     'earlier run (wall times from its JSON) instead of training.')
-
-
-def _machine() -> str:
-  import jax  # pylint: disable=g-import-not-at-top
-  return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
-          f'jax {jax.__version__} on {jax.devices()[0].platform}')
 
 
 def _figure(out: str, results: list[dict]) -> str:
@@ -105,7 +98,7 @@ def main(argv):
           f'(iteration {r["wasserstein_peak_at"]}) -> final {r["wasserstein_final"]:.4f}',
           flush=True)
   figure = _figure(_OUT.value, results)
-  summary = {'machine': _machine(), 'runs': results, 'figure': figure}
+  summary = {'machine': runtime.machine(devices=True), 'runs': results, 'figure': figure}
   with open(json_path, 'w', encoding='utf-8') as f:
     json.dump(summary, f, indent=2)
   print(f'Figure: {figure}')

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import time
 
@@ -58,17 +57,10 @@ def _synthetic_faces(folder: str, n: int) -> None:
     Image.fromarray(image).save(os.path.join(folder, f'{i:06d}.jpg'), quality=90)
 
 
-def _machine() -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-  return {'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(),
-          'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
-          'jax': jax.__version__, 'load_average_1_5_15min': os.getloadavg()}
-
-
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
-  from wgan_jax import configs, input_pipeline, parallel, state, steps  # pylint: disable=g-import-not-at-top
+  from wgan_jax import configs, data as data_lib, parallel, runtime, state, steps  # pylint: disable=g-import-not-at-top
 
   if _DATASET.value:
     config = configs.get_config(_DATASET.value)
@@ -82,16 +74,16 @@ def main(argv):
   config.image_size, config.batch_size = _IMAGE_SIZE.value, _BATCH.value
   config.cache_dir = os.path.join(_WORKDIR.value, 'cache')
   shutil.rmtree(config.cache_dir, ignore_errors=True)
-  results = {'machine': _machine(), 'dataset': config.dataset, 'image_size': config.image_size,
+  results = {'machine': runtime.machine(devices=True), 'dataset': config.dataset, 'image_size': config.image_size,
              'batch_size': config.batch_size, 'crop': config.crop,
              'decode_threads': os.cpu_count()}
 
   t0 = time.perf_counter()
-  data = input_pipeline.get_dataset(config)
+  data = data_lib.get_dataset(config)
   first = time.perf_counter() - t0
   n = len(data)
   t0 = time.perf_counter()
-  data = input_pipeline.get_dataset(config)
+  data = data_lib.get_dataset(config)
   reopen = time.perf_counter() - t0
   results.update(images=n, first_pass_images_per_s=n / first, first_pass_seconds=first,
                  cache_open_seconds=reopen)
@@ -99,7 +91,7 @@ def main(argv):
         f'cache opened in {reopen * 1e3:.1f} ms', flush=True)
 
   devices = parallel.local_devices(config.num_devices)
-  host = input_pipeline.HostSource(data, config.batch_size, config.seed, devices,
+  host = parallel.HostSource(data, config.batch_size, config.seed, devices,
                                    prefetch=config.prefetch_batches)
   n_critic = config.n_critic
   jax.block_until_ready(host.batches(0, n_critic))  # compiles the stacking
@@ -114,7 +106,7 @@ def main(argv):
   print(f'cached, host-fed to {len(devices)} device(s): {host_rate:.0f} images/s', flush=True)
 
   t0 = time.perf_counter()
-  resident = input_pipeline.DeviceResidentSource(data, config.batch_size, config.seed,
+  resident = parallel.DeviceResidentSource(data, config.batch_size, config.seed,
                                                  devices)
   jax.block_until_ready(resident.data)
   results['resident_upload_seconds'] = time.perf_counter() - t0

@@ -2,7 +2,7 @@ r"""The largest deviation from the reference PyTorch code, for each parity test.
 
   python experiments/parity_report.py            # from the repository root
 
-Runs the comparisons of ``tests/test_parity.py`` (``tests/parity.py``) and
+Runs the comparisons of ``tests/reference/test_parity.py`` (``wgan_jax/reference/parity.py``) and
 prints, for each, the largest deviation max|ours - reference| / max|reference|
 over the arrays it compares, and which array it was; writes them all to
 ``--out``/parity.json with the machine. Three further groups put those
@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import sys
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests import parity  # noqa: E402  pylint: disable=wrong-import-position
-from tests import test_parity  # noqa: E402  pylint: disable=wrong-import-position
+from wgan_jax import runtime
+from wgan_jax.reference import parity
 
 _OUT = flags.DEFINE_string('out', 'experiments/results', 'Where parity.json goes.')
 
-SCHEDULE = test_parity.SCHEDULE
-MLP = test_parity.MLP
+SCHEDULE = parity.SCHEDULE
+MLP = parity.MLP
 FORWARD = {
     'dcgan16': dict(image_size=16),
     'dcgan32': dict(image_size=32),
@@ -58,15 +55,6 @@ TRAINING = {
 ITERATION = dict(clip=0.1, **MLP, **SCHEDULE)
 
 
-def _machine() -> str:
-  import jax  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-  load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
-  return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores '
-          f'(load {load:.1f} at the start), jax {jax.__version__} on '
-          f'{jax.devices()[0].platform}, torch {torch.__version__}')
-
-
 def _summary(result: dict) -> dict:
   values = {k: v for k, v in result.items() if k not in parity.BOOKKEEPING}
   worst = max(values, key=values.get)
@@ -80,18 +68,18 @@ def _line(name: str, summary: dict) -> None:
 
 def main(argv):
   del argv
-  report = {'machine': _machine(), 'measure': 'max|ours - reference| / '
+  report = {'machine': runtime.machine(devices=True), 'measure': 'max|ours - reference| / '
             'max|reference| per array; the largest over the arrays compared',
             'forward': {}, 'training': {}, 'bfloat16': {}, 'noise_floor': {},
             'sensitivity': {}}
   t0 = time.perf_counter()
-  print(f'Forward passes (tolerance {test_parity.FORWARD_TOL:.0e}):')
+  print(f'Forward passes (tolerance {parity.FORWARD_TOL:.0e}):')
   for name, overrides in FORWARD.items():
     report['forward'][name] = _summary(parity.forward_deviations(
         parity.make_config(**overrides)))
     _line(name, report['forward'][name])
 
-  print(f'Training, 30 critic + 6 generator steps (tolerance {test_parity.TRAIN_TOL:.0e}):')
+  print(f'Training, 30 critic + 6 generator steps (tolerance {parity.TRAIN_TOL:.0e}):')
   for name, overrides in TRAINING.items():
     report['training'][name] = _summary(parity.train_side_by_side(
         parity.make_config(**overrides)))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 
 import numpy as np
@@ -74,11 +73,12 @@ def ours(model: str, calls: int) -> dict:
 
 def reference(model: str, calls: int, threads: int) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
-  from wgan_jax import benchmark, reference_torch  # pylint: disable=g-import-not-at-top
+  from wgan_jax import benchmark
+  from wgan_jax.reference import torch_model  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(threads)
   config = benchmark.bench_config(benchmark.MODELS[model])
   shape = (config.image_size, config.image_size, benchmark.CHANNELS)
-  net_g, net_d = reference_torch.make_models(config, shape)
+  net_g, net_d = torch_model.make_models(config, shape)
   z = torch.randn(benchmark.BATCH_SIZE, config.nz, 1, 1)
   x = torch.rand(benchmark.BATCH_SIZE, benchmark.CHANNELS, *shape[:2]) * 2 - 1
 
@@ -105,12 +105,9 @@ def main(argv):
   del argv
   from wgan_jax import runtime  # pylint: disable=g-import-not-at-top
   runtime.tune_malloc()  # as training does, before jax starts
-  import jax  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
+
   threads = _THREADS.value or len(os.sched_getaffinity(0))
-  result = {'machine': {'cpu': platform.processor() or platform.machine(),
-                        'cores': len(os.sched_getaffinity(0)), 'jax': jax.__version__,
-                        'torch': torch.__version__, 'torch_threads': threads,
+  result = {'machine': {**runtime.machine(devices=True), 'torch_threads': threads,
                         'xla_flags': os.environ.get('XLA_FLAGS', ''),
                         'load_average_1min_start': os.getloadavg()[0]},
             'batch_size': 64, 'models': {}}

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from wgan_jax import checkpoints, generate, input_pipeline, parallel, steps, train, writers
+from wgan_jax import checkpoints, data as data_lib, generate, parallel, steps, train, writers
 from wgan_jax.errors import UserError
 from wgan_jax.state import create_state, root_key
 
@@ -31,7 +31,7 @@ def assert_same_state(a, b):
 
 
 def _template(config):
-  dataset = input_pipeline.get_dataset(config)
+  dataset = data_lib.get_dataset(config)
   init_key, noise_key = jax.random.split(root_key(config))
   state = create_state(config, dataset.data_shape, init_key, axis_name=parallel.AXIS)
   noise = jax.random.normal(noise_key, (config.num_samples, config.nz))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from wgan_jax import evaluate, fid, train
+from wgan_jax import evaluate, train
+from wgan_jax.eval import fid
 from wgan_jax.errors import UserError
 
 from .conftest import tiny_config

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from wgan_jax import models
+from wgan_jax import layers, models
 from wgan_jax.errors import UserError
 
-from . import torch_reference as ref
+from wgan_jax.reference import torch_model as ref
 from .conftest import tiny_config
 
 
@@ -136,7 +136,7 @@ def test_conv_transpose_equals_pytorch(impl, stride):
   hw = 1 if stride == 1 else 5
   x = rng.standard_normal((3, hw, hw, 6)).astype(np.float32)
   # 'auto' has another formulation for outputs of up to 4 channels.
-  layer = models.ConvTranspose(3 if impl == 'auto' else 7, stride, impl=impl)
+  layer = layers.ConvTranspose(3 if impl == 'auto' else 7, stride, impl=impl)
   variables = layer.init(jax.random.PRNGKey(0), x)
   kernel = np.array(variables['params']['kernel'])
   ours = np.asarray(layer.apply(variables, x))
@@ -153,8 +153,8 @@ def test_conv_transpose_formulations_have_equal_gradients():
   x = jnp.asarray(rng.standard_normal((2, 4, 4, 5)).astype(np.float32))
   kernel = jnp.asarray(rng.standard_normal((4, 4, 5, 3)).astype(np.float32))
   grads = [jax.jit(jax.grad(lambda k, x: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))(
-      kernel, x) for f in (models.conv_transpose_subpixel, models.conv_transpose_dilated,
-                           models.conv_transpose_mixed)]
+      kernel, x) for f in (layers.conv_transpose_subpixel, layers.conv_transpose_dilated,
+                           layers.conv_transpose_mixed)]
   for other in grads[1:]:
     for a, b in zip(grads[0], other):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -163,7 +163,7 @@ def test_conv_transpose_formulations_have_equal_gradients():
 def test_batchnorm_matches_pytorch_in_both_modes():
   rng = np.random.default_rng(2)
   x = rng.standard_normal((6, 3, 3, 4)).astype(np.float32) * 3 + 1
-  bn = models.BatchNorm()
+  bn = layers.BatchNorm()
   variables = bn.init(jax.random.PRNGKey(0), x, use_running_average=False)
   t_bn = torch.nn.BatchNorm2d(4)
   with torch.no_grad():
@@ -203,7 +203,7 @@ def test_strided_conv_taps_gradient_equals_xla(channels):
   x = jnp.asarray(rng.standard_normal((2, 8, 8, channels)).astype(np.float32))
   kernel = jnp.asarray(rng.standard_normal((4, 4, channels, 5)).astype(np.float32))
   results = [jax.jit(jax.value_and_grad(lambda k, x: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))(
-      kernel, x) for f in (models.conv_stride2, models.conv_stride2_taps)]
+      kernel, x) for f in (layers.conv_stride2, layers.conv_stride2_taps)]
   (value_a, grads_a), (value_b, grads_b) = results
   np.testing.assert_allclose(value_a, value_b, rtol=1e-6)
   for a, b in zip(grads_a, grads_b):
@@ -211,7 +211,7 @@ def test_strided_conv_taps_gradient_equals_xla(channels):
   theirs = torch.nn.functional.conv2d(
       torch.from_numpy(np.array(x)).permute(0, 3, 1, 2),
       torch.from_numpy(np.array(kernel)).permute(3, 2, 0, 1), stride=2, padding=1)
-  np.testing.assert_allclose(models.conv_stride2_taps(x, kernel),
+  np.testing.assert_allclose(layers.conv_stride2_taps(x, kernel),
                              theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
 
 

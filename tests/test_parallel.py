@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from wgan_jax import input_pipeline, parallel, state as state_lib, steps
+from wgan_jax import data as data_lib, parallel, state as state_lib, steps
 from wgan_jax.errors import UserError
 
 from .conftest import tiny_config
@@ -15,11 +15,11 @@ RTOL, ATOL = 1e-4, 1e-6
 
 
 def _run(config, devices, num_iters=3):
-  dataset = input_pipeline.get_dataset(config)
+  dataset = data_lib.get_dataset(config)
   state = state_lib.create_state(config, dataset.data_shape,
                                  state_lib.root_key(config),
                                  axis_name=parallel.AXIS)
-  source = input_pipeline.DeviceResidentSource(dataset, config.batch_size,
+  source = parallel.DeviceResidentSource(dataset, config.batch_size,
                                                config.seed, devices)
   state, history = _train_iterations(config, parallel.TrainIteration(config, devices),
                                      devices, state, source, num_iters)

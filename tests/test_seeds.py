@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from wgan_jax import configs, generate, input_pipeline, parallel, train, writers
+from wgan_jax import configs, data as data_lib, generate, parallel, train, writers
 from wgan_jax import state as state_lib
 from wgan_jax.errors import UserError
 
@@ -22,7 +22,7 @@ RTOL, ATOL = 1e-4, 1e-6
 
 
 def _seeded_vs_single(config, devices, num_seeds=2, num_iters=2):
-  dataset = input_pipeline.get_dataset(config)
+  dataset = data_lib.get_dataset(config)
   seeds = [config.seed + k for k in range(num_seeds)]
   keys = [jax.random.split(state_lib.root_key(train.seed_config(config, s)))[0]
           for s in seeds]
@@ -30,7 +30,7 @@ def _seeded_vs_single(config, devices, num_seeds=2, num_iters=2):
   seeded_config.num_seeds = num_seeds
   states = state_lib.create_states(config, dataset.data_shape, jax.numpy.stack(keys),
                                    axis_name=parallel.AXIS)
-  source = input_pipeline.DeviceResidentSource(dataset, config.batch_size, seeds,
+  source = parallel.DeviceResidentSource(dataset, config.batch_size, seeds,
                                                devices)
   seeded = _train_iterations(seeded_config,
                              parallel.TrainIteration(seeded_config, devices),
@@ -40,7 +40,7 @@ def _seeded_vs_single(config, devices, num_seeds=2, num_iters=2):
   for k, seed in enumerate(seeds):
     # create_state's state for seed k (test_initial_states_are_those_of_single_runs).
     state = jax.tree.map(lambda x, k=k: x[k], states)
-    source = input_pipeline.DeviceResidentSource(dataset, config.batch_size, seed,
+    source = parallel.DeviceResidentSource(dataset, config.batch_size, seed,
                                                  devices)
     singles.append(_train_iterations(config, iteration, devices, state, source,
                                      num_iters))
@@ -123,11 +123,11 @@ def test_a_run_of_seeds_writes_and_resumes_each_seed_as_a_single_run(tmp_path):
     train.train(config, str(single_dir))
 
 
-@pytest.mark.parametrize('source_type', [input_pipeline.DeviceResidentSource,
-                                         input_pipeline.HostSource])
+@pytest.mark.parametrize('source_type', [parallel.DeviceResidentSource,
+                                         parallel.HostSource])
 def test_sources_give_each_seed_its_own_batches(devices, source_type):
   examples = np.arange(40 * 2, dtype=np.float32).reshape(40, 2)
-  dataset = input_pipeline.Dataset('points', examples)
+  dataset = data_lib.Dataset('points', examples)
 
   def examples_of(source, first, n):
     data, batches = source.batches(first, n)

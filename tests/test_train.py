@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wgan_jax import input_pipeline, train, writers
+from wgan_jax import data as data_lib, parallel, train, writers
 from wgan_jax.errors import UserError
 
 from .conftest import tiny_config
@@ -67,7 +67,7 @@ def test_same_seed_same_run_and_another_seed_differs(tmp_path):
 
 def test_digits_data_is_the_embedded_digits():
   config = tiny_config(image_size=32, channels=3)
-  data = input_pipeline.get_dataset(config)
+  data = data_lib.get_dataset(config)
   assert data.examples.shape == (1797, 32, 32, 3)
   assert data.examples.dtype == np.float32
   assert data.examples.min() == -1.0 and data.examples.max() == pytest.approx(1.0)
@@ -81,23 +81,23 @@ def test_digits_data_is_the_embedded_digits():
 
 
 def test_toy_data_sits_on_its_modes():
-  for name, mixture in input_pipeline.MIXTURES.items():
-    points = input_pipeline.get_dataset(tiny_config(name)).examples
+  for name, mixture in data_lib.MIXTURES.items():
+    points = data_lib.get_dataset(tiny_config(name)).examples
     dist = np.linalg.norm(points[:, None, :] - mixture.centers[None], axis=-1).min(1)
     assert np.all(dist < 6 * mixture.std), name
-  roll = input_pipeline.get_dataset(tiny_config('swissroll')).examples
-  assert roll.shape == (input_pipeline.TOY_SIZE, 2) and np.abs(roll).max() < 3
+  roll = data_lib.get_dataset(tiny_config('swissroll')).examples
+  assert roll.shape == (data_lib.TOY_SIZE, 2) and np.abs(roll).max() < 3
 
 
 def test_epoch_sampler_covers_each_epoch_once():
-  sampler = input_pipeline.EpochSampler(10, 3, seed=5)
+  sampler = data_lib.EpochSampler(10, 3, seed=5)
   batches = sampler.indices(0, 6)  # 3 batches per epoch; the 10th example is dropped
   for epoch in (batches[:3], batches[3:]):
     assert len(set(epoch.ravel())) == 9
   assert not np.array_equal(batches[:3], batches[3:])
   np.testing.assert_array_equal(sampler.indices(4, 2), batches[4:6])
   with pytest.raises(UserError, match='larger than the dataset'):
-    input_pipeline.EpochSampler(10, 11, seed=0)
+    data_lib.EpochSampler(10, 11, seed=0)
 
 
 @pytest.mark.parametrize('overrides, message', [

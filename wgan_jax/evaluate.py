@@ -32,7 +32,8 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from wgan_jax import checkpoints, cli, fid, generate, input_pipeline, metrics
+from wgan_jax import checkpoints, cli, data, generate, pixels
+from wgan_jax.eval import fid, metrics
 from wgan_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -89,7 +90,7 @@ class _FidReference:
 
   def get(self) -> fid.Statistics:
     if self._stats is None:
-      dataset = input_pipeline.get_dataset(self.config)
+      dataset = data.get_dataset(self.config)
       if not dataset.is_image:
         raise UserError(f'FID and KID measure images; {self.config.dataset} is '
                         'points: use --metric=auto.')
@@ -98,7 +99,7 @@ class _FidReference:
       def batches(chunk=500):
         for i in range(0, count, chunk):
           x = np.asarray(dataset.examples[i:i + chunk])
-          yield (x.astype(np.float32) / 127.5 - 1.0) if x.dtype == np.uint8 else x
+          yield pixels.to_float(x)
 
       path = fid.reference_cache_path(
           _file_name(self.config.dataset), _file_name(self.config.split),

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from wgan_jax import checkpoints, cli, input_pipeline, models, visualize
+from wgan_jax import checkpoints, cli, data, models, visualize
 from wgan_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -37,14 +37,9 @@ def sampler(restored: checkpoints.Generator):
   on the device: latents N(0, 1) from ``key``, run in batches of the training
   batch size (the last one filled up with extra latents, then dropped)."""
   config = restored.config
-  generator = models.make_generator(config, restored.data_shape)
+  apply = models.generator_fn(config, restored.data_shape)
   batch = config.batch_size
   variables = jax.device_put(restored.variables)
-
-  @jax.jit
-  def apply(variables, z):  # (variables as an argument, not baked into the program)
-    out, _ = generator.apply(variables, z, train=True, mutable=['batch_stats'])
-    return out
 
   def sample(key, n: int):
     padded = -(-n // batch) * batch
@@ -78,7 +73,7 @@ def write(path: str, samples: np.ndarray, restored: checkpoints.Generator) -> No
   elif samples.ndim == 4:
     visualize.save_image_grid(path, samples, ncol=math.ceil(math.sqrt(len(samples))))
   else:
-    real = input_pipeline.get_dataset(restored.config).examples
+    real = data.get_dataset(restored.config).examples
     real = real[np.random.default_rng(0).choice(len(real), min(len(real), 2000),
                                                 replace=False)]
     visualize.save_scatter(path, samples, real, title=(

@@ -3,7 +3,8 @@
 Images are NHWC in [-1, 1]. Every module takes ``train``: in training mode
 BatchNorm normalises with the batch's statistics and updates its running
 averages, as PyTorch's ``BatchNorm2d`` does (the reference never leaves that
-mode). The critic returns one score per example, shape ``(batch,)``.
+mode). The critic returns one score per example, shape ``(batch,)``. The
+layers they are built of are in ``wgan_jax.layers``.
 """
 
 from __future__ import annotations
@@ -18,238 +19,8 @@ from flax import linen as nn
 
 from wgan_jax.errors import UserError
 
-# The reference's weights_init: conv weights ~ N(0, 0.02), BN scale ~ N(1, 0.02).
-conv_init = nn.initializers.normal(stddev=0.02)
-
-
-def bn_scale_init(key, shape, dtype=jnp.float32):
-  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
-
-
-# PyTorch's nn.Linear default: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-# The reference leaves its MLPs at that default.
-torch_linear_kernel_init = nn.initializers.variance_scaling(
-    1.0 / 3.0, 'fan_in', 'uniform')
-
-
-def torch_linear_bias_init(fan_in: int):
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
-
-
-class BatchNorm(nn.Module):
-  """BatchNorm with PyTorch's semantics (eps 1e-5, momentum 0.1).
-
-  Flax's own BatchNorm keeps the biased batch variance as its running
-  average; PyTorch keeps the unbiased one. Matching it keeps running
-  statistics (and so eval-mode outputs and imported checkpoints) identical to
-  the reference. With ``axis_name`` the batch statistics are those of the
-  global batch across devices.
-  """
-  momentum: float = 0.1
-  epsilon: float = 1e-5
-  axis_name: str | None = None
-
-  @nn.compact
-  def __call__(self, x, use_running_average: bool):
-    # Statistics and normalisation in float32 whatever the compute dtype:
-    # bfloat16's 8-bit mantissa would lose the variance of small activations.
-    dtype, x = x.dtype, x.astype(jnp.float32)
-    features = x.shape[-1]
-    scale = self.param('scale', bn_scale_init, (features,))
-    bias = self.param('bias', nn.initializers.zeros, (features,))
-    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,))
-    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,))
-    if use_running_average:
-      mean, var = ra_mean.value, ra_var.value
-    else:
-      axes = tuple(range(x.ndim - 1))
-      count = math.prod(x.shape[:-1])
-      mean = jnp.mean(x, axes)
-      if self.axis_name is not None:
-        mean = jax.lax.pmean(mean, self.axis_name)
-        count *= jax.lax.psum(1, self.axis_name)
-      # Two passes, not E[x^2] - E[x]^2: the same numbers as PyTorch.
-      var = jnp.mean(jnp.square(x - mean), axes)
-      if self.axis_name is not None:
-        var = jax.lax.pmean(var, self.axis_name)
-      if not self.is_initializing():
-        m = self.momentum
-        unbiased = var * (count / max(count - 1, 1))
-        ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
-        ra_var.value = (1 - m) * ra_var.value + m * jax.lax.stop_gradient(unbiased)
-    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
-    return y.astype(dtype)
-
-
-_DN = ('NHWC', 'HWIO', 'NHWC')
-# Sub-pixel form of ConvTranspose2d(k=4, s=2, p=1): output row 2m + a takes
-# input rows m - 1, m (a = 0: taps 3, 1) or m, m + 1 (a = 1: taps 2, 0).
-_PHASES = {0: ((1, 0), (3, 1)), 1: ((0, 1), (2, 0))}
-CONVT_IMPLS = ('auto', 'subpixel', 'dilated')
-
-
-def conv_transpose_dilated(x, kernel):
-  """ConvTranspose2d(k=4, s=2, p=1) as XLA writes it: a conv over the
-  2x-dilated input with the flipped kernel (its kernel gradient is slow in
-  XLA on CPU and CUDA: jax issues 23783, 31662)."""
-  return jax.lax.conv_general_dilated(
-      x, kernel[::-1, ::-1], (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
-      dimension_numbers=_DN)
-
-
-def conv_transpose_subpixel(x, kernel):
-  """The same ConvTranspose2d(k=4, s=2, p=1) as four 2x2 convs, one per output
-  phase, interleaved: the same arithmetic, and gradients that are plain convs."""
-  rows = []
-  for a in (0, 1):
-    cols = []
-    for b in (0, 1):
-      (pad_a, taps_a), (pad_b, taps_b) = _PHASES[a], _PHASES[b]
-      k = kernel[jnp.array(taps_a)][:, jnp.array(taps_b)]
-      cols.append(jax.lax.conv_general_dilated(
-          x, k, (1, 1), (pad_a, pad_b), dimension_numbers=_DN))
-    rows.append(jnp.stack(cols, axis=3))  # (B, H, W, b, C)
-  y = jnp.stack(rows, axis=2)  # (B, H, a, W, b, C)
-  n, h, _, w, _, c = y.shape
-  return y.reshape(n, 2 * h, 2 * w, c)
-
-
-@jax.custom_vjp
-def conv_transpose_mixed(x, kernel):
-  """The dilated form forward, the sub-pixel form's gradients: for outputs
-  of a few channels (the generator's last layer) the dilated forward is the
-  faster, its kernel gradient the slower (5x on a 2-core CPU)."""
-  return conv_transpose_dilated(x, kernel)
-
-
-def _mixed_fwd(x, kernel):
-  return conv_transpose_dilated(x, kernel), (x, kernel)
-
-
-def _mixed_bwd(residuals, g):
-  # The sub-pixel form is linear: its forward is not needed, and XLA drops it.
-  return jax.vjp(conv_transpose_subpixel, *residuals)[1](g)
-
-
-conv_transpose_mixed.defvjp(_mixed_fwd, _mixed_bwd)
-
-
-def conv_stride2(x, kernel):
-  """Conv2d(k=4, s=2, p=1) as XLA computes it (the DCGAN critic's layers)."""
-  return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
-                                      dimension_numbers=_DN)
-
-
-def _tap_views(x, ho: int, wo: int):
-  """The 16 views of the padded input that the 16 taps of a 4x4, stride-2,
-  padding-1 conv multiply, each (B, ho, wo, C), in the kernel's tap order."""
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  return [xp[:, u:u + 2 * ho:2, v:v + 2 * wo:2, :] for u in range(4) for v in range(4)]
-
-
-@jax.custom_vjp
-def conv_stride2_taps(x, kernel):
-  """``conv_stride2`` with a faster kernel gradient on the CPU.
-
-  XLA computes the kernel gradient of a strided conv as a conv dilated by
-  the stride, slowly on the CPU (up to 13x its forward at 64px); here it is
-  one matrix product per tap (for inputs of a few channels, one product
-  with the patch matrix). The forward and the input gradient are XLA's.
-  """
-  return conv_stride2(x, kernel)
-
-
-def _taps_fwd(x, kernel):
-  return conv_stride2(x, kernel), (x, kernel)
-
-
-def _taps_bwd(residuals, g):
-  x, kernel = residuals
-  dx = jax.vjp(lambda x: conv_stride2(x, kernel), x)[1](g)[0]  # dropped for data
-  _, ho, wo, out = g.shape
-  views = _tap_views(x, ho, wo)
-  g = g.reshape(-1, out)
-  if x.shape[-1] <= 4:
-    patches = jnp.stack(views, axis=3).reshape(g.shape[0], -1)
-    dk = patches.T @ g
-  else:
-    dk = jnp.stack([v.reshape(g.shape[0], -1).T @ g for v in views])
-  return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
-
-
-conv_stride2_taps.defvjp(_taps_fwd, _taps_bwd)
-CONV_IMPLS = ('auto', 'taps', 'xla')
-
-
-def _kernel4x4(module: nn.Module, x, features: int):
-  """A (4, 4, in, out) kernel parameter, initialised as the reference's, and
-  ``x``, both in ``module.dtype``."""
-  kernel = module.param('kernel', conv_init, (4, 4, x.shape[-1], features))
-  return kernel.astype(module.dtype), x.astype(module.dtype)
-
-
-class Conv4x4Stride2(nn.Module):
-  """PyTorch's Conv2d(k=4, s=2, p=1, bias=False); parameters as ``nn.Conv``'s.
-
-  ``impl``: 'xla' (XLA's conv and its gradients), 'taps'
-  (``conv_stride2_taps``: the same numbers up to float rounding, a faster
-  kernel gradient on the CPU), 'auto' (taps on the CPU, xla elsewhere).
-  """
-  features: int
-  impl: str = 'auto'
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    kernel, x = _kernel4x4(self, x, self.features)
-    impl = self.impl
-    if impl == 'auto':
-      impl = 'taps' if jax.default_backend() == 'cpu' else 'xla'
-    if impl == 'taps':
-      return conv_stride2_taps(x, kernel)
-    if impl == 'xla':
-      return conv_stride2(x, kernel)
-    raise UserError(f'--conv_impl={self.impl!r}: choose one of {", ".join(CONV_IMPLS)}.')
-
-
-class ConvTranspose(nn.Module):
-  """PyTorch's ConvTranspose2d with a 4x4 kernel and no bias.
-
-  ``stride=1`` is the generator's first layer (1x1 -> 4x4, padding 0),
-  computed as a matrix product; ``stride=2`` doubles the size (padding 1).
-  The kernel is (4, 4, in, out) in PyTorch's tap order, so a PyTorch weight
-  maps to it by a transpose alone. ``impl`` picks the formulation of the
-  stride-2 layer; ``auto`` takes the sub-pixel one except for outputs of a
-  few channels, where the dilated conv's forward is faster
-  (``conv_transpose_mixed``: it, with the sub-pixel gradients).
-  """
-  features: int
-  stride: int
-  impl: str = 'auto'
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    kernel, x = _kernel4x4(self, x, self.features)
-    if self.stride == 1:
-      if x.shape[1:3] != (1, 1):
-        raise ValueError(f'the first ConvTranspose takes 1x1 inputs, got {x.shape}')
-      return jnp.einsum('bi,hwio->bhwo', x[:, 0, 0], kernel)
-    if self.impl == 'auto':
-      if self.features <= 4:
-        return conv_transpose_mixed(x, kernel)
-      return conv_transpose_subpixel(x, kernel)
-    impl = self.impl
-    if impl == 'subpixel':
-      return conv_transpose_subpixel(x, kernel)
-    if impl == 'dilated':
-      return conv_transpose_dilated(x, kernel)
-    raise UserError(f'--convt_impl={self.impl!r}: choose one of {", ".join(CONVT_IMPLS)}.')
+from wgan_jax.layers import (BatchNorm, Conv4x4Stride2, ConvTranspose, conv_init,
+                             torch_linear_bias_init, torch_linear_kernel_init)
 
 
 def _check_image_size(image_size: int) -> None:
@@ -445,3 +216,18 @@ def _require_images(data_shape, which):
     raise UserError(
         f'the dcgan {which} needs images, but this dataset has points of shape '
         f'{tuple(data_shape)}; pass --generator=mlp --critic=mlp.')
+
+
+def generator_fn(config, data_shape: Sequence[int]):
+  """jit'd ``G(variables, z)`` in training-mode BatchNorm (batch statistics),
+  as the reference draws its sample grids; running statistics are left alone.
+  (The variables are an argument, not baked into the program.) The one G(z)
+  sampler of training's grids and of ``wgan_jax.generate``."""
+  generator = make_generator(config, data_shape)
+
+  @jax.jit
+  def sample(variables, z):
+    out, _ = generator.apply(variables, z, train=True, mutable=['batch_stats'])
+    return out
+
+  return sample

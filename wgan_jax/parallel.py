@@ -12,7 +12,10 @@ Latents are drawn on the devices: critic step j of generator iteration i uses
 takes its slice, so the numbers do not depend on the device count (WGAN-GP's
 interpolation weights likewise, from ``fold_in`` of that key with 1). Real
 examples come either as a device-resident array plus host-chosen indices
-(the embedded datasets), or as batches fed from the host.
+(``DeviceResidentSource``), or as batches gathered on the host and put on the
+devices ahead of use from a thread (``HostSource``); ``make_source`` chooses
+(``--data_on_device=auto|true|false``). The samplers of ``wgan_jax.data``
+choose the indices; only this module puts anything on a device.
 
 With ``num_seeds`` K > 1, K independent runs train at once: every leaf of
 the state, every batch and every metric has a seed axis after the device
@@ -29,13 +32,16 @@ axis are the same as in a one-process run with as many devices.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
-from wgan_jax import steps
+from wgan_jax import pixels, steps
+from wgan_jax.data import samplers
 from wgan_jax.errors import UserError
 from wgan_jax.state import WGANState
 
@@ -142,13 +148,6 @@ def shard_batches(batches: np.ndarray, num_devices: int,
   return x
 
 
-def to_float_images(x):
-  """uint8 pixels -> [-1, 1]; float data passes through."""
-  if x.dtype == jnp.uint8:
-    return x.astype(jnp.float32) / 127.5 - 1.0
-  return x
-
-
 def resolve_mode(mode: str) -> str:
   """'auto': per-step calls on CPU (XLA runs convs inside a scan slowly
   there), one fused scan on accelerators."""
@@ -228,7 +227,7 @@ class TrainIteration:
 
   @staticmethod
   def _reals(data, batch):
-    return to_float_images(batch if data is None else data[batch])
+    return pixels.to_float(batch if data is None else data[batch])
 
   def _one_critic_step(self, state, data, batch, j):
     return self._critic_step(state, self._reals(data, batch),
@@ -275,3 +274,135 @@ class TrainIteration:
       jax.block_until_ready(state)
     return state, metrics
 
+
+
+# Real examples on the devices.
+
+
+def _shard(batches: np.ndarray, seeded: bool, num_devices: int, positions):
+  """(n, B, ...) -> (devices, n, B / devices, ...), or with seeds
+  (n, seeds, B, ...) -> (devices, n, seeds, B / devices, ...)."""
+  if not seeded:
+    return shard_batches(batches, num_devices, positions)
+  n, k = batches.shape[:2]
+  x = shard_batches(batches.reshape(n * k, *batches.shape[2:]), num_devices, positions)
+  return x.reshape(len(x), n, k, *x.shape[2:])
+
+
+def put_replicated(array: np.ndarray, devices) -> jax.Array:
+  """A copy of ``array`` on each device, (devices, *shape), laid out as pmap
+  takes it; one transfer per device and no second copy on it."""
+  local = [devices[k] for k in local_positions(devices)]
+  array = np.asarray(array)[None]
+  # pmap's arrays hold this process's devices only (a multi-process run too).
+  shards = [jax.device_put(array, d) for d in local]
+  return jax.make_array_from_single_device_arrays(
+      (len(local), *array.shape[1:]), device_sharding(devices), shards)
+
+
+class DeviceResidentSource:
+  """Examples held on every device; a batch travels as indices, never as pixels.
+
+  ``batches(first, n)`` gives what ``TrainIteration`` takes for the critic
+  steps [first, first + n) of a run: the resident array and the indices,
+  (devices, n, batch / devices), for this process's devices
+  ((devices, n, seeds, batch / devices) for a list of seeds). uint8 pixels
+  stay uint8 on the devices (a quarter of float32) and become floats after
+  the gather.
+  """
+
+  def __init__(self, dataset, batch_size: int, seed, devices):
+    self.sampler = samplers.make_sampler(len(dataset), batch_size, seed)
+    self._shard = functools.partial(
+        _shard, seeded=isinstance(self.sampler, samplers.SeedsSampler),
+        num_devices=len(devices), positions=local_positions(devices))
+    self.data = put_replicated(dataset.examples, devices)
+
+  def batches(self, first_batch: int, num_batches: int):
+    return self.data, self._shard(self.sampler.indices(first_batch, num_batches))
+
+
+def _put_batch(examples, sampler, sharding, num_devices: int, positions, k: int):
+  """Batch k on the devices: (devices, batch / devices, ...), or for
+  several seeds (devices, seeds, batch / devices, ...)."""
+  # Every process gathers the same global batch and puts its devices' slices.
+  indices, batch = samplers.host_batch(examples, sampler, k)
+  x = _shard(batch[None], indices.ndim == 2, num_devices, positions)[:, 0]
+  return jax.device_put(x, sharding)
+
+
+class HostSource:
+  """Batches gathered on the host and put on the devices ahead of use.
+
+  A thread gathers batch after batch (in the order the sampler gives, so
+  batch k is the same as in ``DeviceResidentSource``) and puts each on the
+  devices, up to ``prefetch`` batches ahead of the training loop.
+  ``batches(first, n)`` returns ``(None, examples)`` with examples
+  (devices, n, batch / devices, ...), already on the devices. Calls are
+  expected in order (each ``first`` the last ``first + n``); any other
+  ``first`` starts the thread again from there.
+  """
+
+  def __init__(self, dataset, batch_size: int, seed, devices, prefetch: int = 32):
+    per_device_batch(batch_size, len(devices))
+    self.sampler = samplers.make_sampler(len(dataset), batch_size, seed)
+    sharding = device_sharding(devices)
+    self._prefetched = samplers.Prefetched(functools.partial(
+        _put_batch, dataset.examples, self.sampler, sharding, len(devices),
+        local_positions(devices)), prefetch)
+    self._stack = jax.jit(lambda *xs: jnp.stack(xs, axis=1), out_shardings=sharding)
+
+  def batches(self, first_batch: int, num_batches: int):
+    return None, self._stack(*self._prefetched.take(first_batch, num_batches))
+
+  def close(self) -> None:
+    """Stops the thread (also done when the source is garbage collected)."""
+    self._prefetched.close()
+
+
+# Keep the resident copy to this share of a device's memory, leaving the rest
+# to the model, its activations and XLA's scratch space.
+RESIDENT_SHARE = 0.25
+ON_DEVICE = ('auto', 'true', 'false')
+
+
+def device_memory(devices) -> int:
+  """Bytes each device can hold: the allocator's limit on accelerators; on the
+  CPU, the host's memory shared by the (simulated) devices."""
+  stats = None
+  try:
+    stats = devices[0].memory_stats()
+  except Exception:  # pylint: disable=broad-except
+    pass  # some backends do not report memory
+  if stats and stats.get('bytes_limit'):
+    return int(stats['bytes_limit'])
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // len(devices)
+
+
+def keep_on_device(setting: str, nbytes: int, devices) -> bool:
+  """Whether ``--data_on_device`` puts ``nbytes`` of examples on each device."""
+  setting = str(setting).lower()
+  if setting not in ON_DEVICE:
+    raise UserError(f'--data_on_device={setting!r}: choose auto, true or false.')
+  if setting != 'auto':
+    return setting == 'true'
+  return nbytes <= RESIDENT_SHARE * device_memory(devices)
+
+
+def make_source(dataset, config, devices):
+  """The source ``config.data_on_device`` asks for (auto: resident where the
+  examples fit in a quarter of a device's memory, else host-fed), with the
+  batches of each of ``config.num_seeds`` seeds when that is over 1."""
+  nbytes = dataset.examples.nbytes
+  seed = config.seed
+  if config.num_seeds > 1:
+    seed = [config.seed + k for k in range(config.num_seeds)]
+  if keep_on_device(config.data_on_device, nbytes, devices):
+    logging.info('Keeping the %d examples (%.1f MB, %s) on each device.',
+                 len(dataset), nbytes / 2**20, dataset.examples.dtype)
+    return DeviceResidentSource(dataset, config.batch_size, seed, devices)
+  logging.info('Feeding the %d examples (%.1f MB, %s) from the host, %d batches '
+               'ahead.', len(dataset), nbytes / 2**20, dataset.examples.dtype,
+               config.prefetch_batches)
+  return HostSource(dataset, config.batch_size, seed, devices,
+                    prefetch=config.prefetch_batches)

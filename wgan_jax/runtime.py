@@ -14,6 +14,9 @@
 
 Both must happen before jax starts its backend (the first computation or
 device query) to take full effect; ``train.main`` calls ``configure`` first.
+
+``machine()`` describes the machine, for the records of benchmarks and
+experiments.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
 import sys
+from importlib import metadata
 
 from absl import logging
 
@@ -79,3 +84,33 @@ def configure(config=None) -> None:
                  '(WGAN_JAX_TUNE_MALLOC=0 turns this off).')
   if config is not None:
     set_compilation_cache(config.get('compilation_cache_dir', ''))
+
+
+def machine(devices: bool = False) -> dict:
+  """The CPU model, cores, memory, platform and package versions; with
+  ``devices``, also jax's devices (which starts jax's backend) and the load."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith('model name'):
+          model = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  versions = {}
+  for package in ('jax', 'jaxlib', 'flax', 'torch'):
+    try:
+      versions[package] = metadata.version(package)
+    except metadata.PackageNotFoundError:
+      versions[package] = None
+  out = {'cpu': model, 'cores': len(os.sched_getaffinity(0)),
+         'memory_gb': os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30,
+         'platform': platform.platform(), 'python': platform.python_version(),
+         **versions}
+  if devices:
+    import jax  # pylint: disable=g-import-not-at-top
+    out['devices'] = (f'{jax.device_count()} x {jax.devices()[0].device_kind} '
+                      f'({jax.default_backend()})')
+    out['load_average_1_5_15min'] = os.getloadavg()
+  return out

@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from wgan_jax import (checkpoints, cli, input_pipeline, losses, models, parallel,
+from wgan_jax import (checkpoints, cli, data, losses, models, parallel,
                       runtime, steps, visualize, writers)
 from wgan_jax.errors import UserError
-from wgan_jax.state import WGANState, create_state, create_states, root_key
+from wgan_jax.state import WGANState, create_state, create_states, initial_randomness
 
 FLAGS = flags.FLAGS
 
@@ -88,7 +88,7 @@ class Outputs:
   are dropped first. In a multi-process run the first process writes them.
   """
 
-  def __init__(self, config, workdir: str, dataset: input_pipeline.Dataset,
+  def __init__(self, config, workdir: str, dataset: data.Dataset,
                start: int = 0):
     self.config = config
     self.workdir = workdir
@@ -175,25 +175,6 @@ def _check_workdir_kind(config, workdir: str) -> None:
                     f'--workdir for --num_seeds={config.num_seeds}.')
 
 
-def make_sampler_fn(config, data_shape):
-  """jit'd G(z) in training-mode BatchNorm (batch statistics), as the
-  reference draws its sample grids; running statistics are left alone."""
-  generator = models.make_generator(config, data_shape)
-
-  @jax.jit
-  def sample(variables, z):
-    out, _ = generator.apply(variables, z, train=True, mutable=['batch_stats'])
-    return out
-
-  return sample
-
-
-def initial_randomness(config):
-  """(the key that initialises the networks, the fixed noise of the sample grids)."""
-  init_key, noise_key = jax.random.split(root_key(config))
-  return init_key, jax.random.normal(noise_key, (config.num_samples, config.nz))
-
-
 def train(config, workdir: str, on_samples=None) -> WGANState:
   """Trains per ``config``, writing outputs to ``workdir``; returns the final state.
 
@@ -212,7 +193,7 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   seeded = config.num_seeds > 1
   prepare_workdir(workdir, samples=not seeded)
   _check_workdir_kind(config, workdir)
-  dataset = input_pipeline.get_dataset(config)
+  dataset = data.get_dataset(config)
   if seeded:
     runs = [(seed_config(config, s), seed_workdir(workdir, s))
             for s in range(config.seed, config.seed + config.num_seeds)]
@@ -235,7 +216,7 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   ckpts = [checkpoints.Checkpointer(run_dir, c, dataset.data_shape)
            for c, run_dir in runs]
   state, fixed_noise, start, consumed = _resume(ckpts, state, fixed_noise, seeded)
-  sample = make_sampler_fn(config, dataset.data_shape)
+  sample = models.generator_fn(config, dataset.data_shape)
   iteration = parallel.TrainIteration(config, devices)
   logging.info('Training on %d %s device(s), %d examples of shape %s, '
                'iteration mode %s%s.', len(devices), devices[0].platform,
@@ -244,7 +225,7 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
 
   outputs = [Outputs(c, run_dir, dataset, start) for c, run_dir in runs]
   primary = outputs[0].primary
-  source = input_pipeline.make_source(dataset, config, devices)
+  source = parallel.make_source(dataset, config, devices)
   p_state = parallel.replicate(state, devices)
   seed_of = ((lambda tree, k: jax.tree.map(lambda x: x[k], tree)) if seeded
              else (lambda tree, k: tree))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
+
+from wgan_jax import files
+from wgan_jax import pixels as pixels_lib
 
 
 def image_grid(images: np.ndarray, ncol: int = 8, padding: int = 2) -> np.ndarray:
@@ -19,8 +21,7 @@ def image_grid(images: np.ndarray, ncol: int = 8, padding: int = 2) -> np.ndarra
   if images.dtype == np.uint8:
     pixels = np.asarray(images)
   else:
-    pixels = np.clip((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5, 0, 255
-                     ).astype(np.uint8)
+    pixels = pixels_lib.to_uint8(images)
   for i in range(n):
     r, q = divmod(i, ncol)
     y, x = padding + r * (h + padding), padding + q * (w + padding)
@@ -39,7 +40,7 @@ def save_image_grid(path: str, images: np.ndarray, ncol: int = 8,
   if scale > 1:
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
   picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-  _atomic_save(path, lambda f: picture.save(f, 'PNG'))
+  files.write_atomic(path, lambda f: picture.save(f, 'PNG'))
 
 
 def _pyplot():
@@ -61,7 +62,7 @@ def save_scatter(path: str, fake: np.ndarray, real: np.ndarray | None = None,
   ax.legend(loc='upper right', markerscale=4)
   ax.set_title(title)
   fig.tight_layout()
-  _atomic_save(path, lambda f: fig.savefig(f, format='png'))
+  files.write_atomic(path, lambda f: fig.savefig(f, format='png'))
   plt.close(fig)
 
 
@@ -92,13 +93,6 @@ def save_curve(path: str, steps: np.ndarray, values: np.ndarray, *,
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  _atomic_save(path, lambda f: fig.savefig(f, format='png'))
+  files.write_atomic(path, lambda f: fig.savefig(f, format='png'))
   plt.close(fig)
 
-
-def _atomic_save(path: str, write) -> None:
-  """Write to a temporary file, then rename: a crash never leaves half a picture."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'wb') as f:
-    write(f)
-  os.replace(tmp, path)

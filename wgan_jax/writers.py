@@ -6,6 +6,8 @@ import json
 import os
 from collections.abc import Mapping
 
+from wgan_jax import files
+
 
 class MetricWriter:
   """Appends one JSON object per generator iteration to ``metrics.jsonl`` and
@@ -64,10 +66,8 @@ class NullWriter:
 def _truncate(path: str, last_step: int) -> None:
   """Keeps the records of iterations up to ``last_step`` (atomically)."""
   kept = [r for r in read_metrics(path) if r.get('gen_iter', 0) <= last_step]
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.writelines(json.dumps(r) + '\n' for r in kept)
-  os.replace(tmp, path)
+  files.write_atomic(path, lambda f: f.writelines(json.dumps(r) + '\n' for r in kept),
+                     text=True)
 
 
 def read_metrics(path: str) -> list[dict]:

@@ -10,7 +10,6 @@ import pytest
 from wgan_jax import benchmark, runtime
 from wgan_jax.errors import UserError
 
-from tests.test_flops import mlp_iteration_flops
 
 
 def test_variants_parse_and_refuse_mistakes():
@@ -32,7 +31,7 @@ def test_both_sides_get_the_steady_state_reference_settings():
     benchmark.bench_config(benchmark.MODELS['dcgan32'], fast='yes')
 
 
-def test_tiny_side_by_side_run_reports_every_figure():
+def test_tiny_side_by_side_run_reports_every_figure(mlp_iteration_flops):
   # MLPs: the least to compile.
   spec = dict(image_size=16, generator='mlp', critic='mlp', ngf=16, ndf=16, nz=8,
               batch_size=8)

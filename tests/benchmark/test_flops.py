@@ -5,25 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wgan_jax import benchmark, flops, models
+from wgan_jax import benchmark, layers, models
+from wgan_jax.benchmark import flops
 
 
 def _count(fn, *args):
   return flops.jaxpr_flops(jax.make_jaxpr(fn)(*args))
-
-
-def mlp_iteration_flops(batch, nz, width, pixels, n_critic):
-  """By hand: the reference's MLP_G / MLP_D (3 hidden layers each)."""
-  gen = [(nz, width), (width, width), (width, width), (width, pixels)]
-  critic = [(pixels, width), (width, width), (width, width), (width, 1)]
-  macs = lambda layers: batch * sum(i * o for i, o in layers)
-  # Critic step: G forward; per batch (real, fake) the critic's forward, its
-  # weight gradients, and input gradients of every layer but the first.
-  critic_step = macs(gen) + 2 * (2 * macs(critic) + macs(critic[1:]))
-  # Generator step: G and D forward, D's input gradients (all layers), G's
-  # weight gradients and input gradients of all but its first layer.
-  gen_step = 2 * macs(gen) + macs(gen[1:]) + 2 * macs(critic)
-  return 2 * (n_critic * critic_step + gen_step)
 
 
 def test_products_and_scans_count_their_multiply_adds():
@@ -42,22 +29,22 @@ def test_convolutions_count_real_taps_in_every_formulation(cin, cout):
   x = jnp.ones((2, 8, 8, cin))
   k = jnp.ones((4, 4, cin, cout))
   forward = 2 * 2 * 4 * 4 * cout * 16 * cin  # out pixels x taps x in channels
-  assert _count(models.conv_stride2, x, k) == forward
+  assert _count(layers.conv_stride2, x, k) == forward
   for wrt in (0, 1):  # each gradient is another product of the same size
     grad = lambda x, k, wrt=wrt: jax.grad(
-        lambda *a: models.conv_stride2(*a).sum(), argnums=wrt)(x, k)
+        lambda *a: layers.conv_stride2(*a).sum(), argnums=wrt)(x, k)
     assert _count(grad, x, k) == 2 * forward
 
   # The transposed conv, 8x8 -> 16x16: dilated and sub-pixel forms alike.
   kt = jnp.ones((4, 4, cin, cout))
   convt = 2 * 2 * 8 * 8 * cin * 16 * cout  # in pixels x taps x channels
-  for fn in (models.conv_transpose_dilated, models.conv_transpose_subpixel):
+  for fn in (layers.conv_transpose_dilated, layers.conv_transpose_subpixel):
     assert _count(fn, x, kt) == convt
     grads = lambda x, k, fn=fn: jax.grad(lambda *a: fn(*a).sum(), argnums=(0, 1))(x, k)
     assert _count(grads, x, kt) == 3 * convt
 
 
-def test_mlp_iteration_matches_the_count_by_hand():
+def test_mlp_iteration_matches_the_count_by_hand(mlp_iteration_flops):
   config = benchmark.bench_config(benchmark.MODELS['mlp'])
   got = flops.iteration_flops(config, (64, 64, 3))
   assert got['generator_iteration'] == mlp_iteration_flops(64, 100, 512, 64 * 64 * 3, 5)

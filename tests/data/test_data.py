@@ -8,15 +8,15 @@ import jax
 import numpy as np
 import pytest
 
-from wgan_jax import configs, input_pipeline, parallel, state as state_lib, steps
+from wgan_jax import configs, data as data_lib, parallel, state as state_lib, steps
 from wgan_jax.errors import UserError
 
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 def _pixels(n=37, size=16, seed=0):
   rng = np.random.default_rng(seed)
-  return input_pipeline.Dataset('pixels', rng.integers(0, 256, (n, size, size, 3),
+  return data_lib.Dataset('pixels', rng.integers(0, 256, (n, size, size, 3),
                                                        dtype=np.uint8))
 
 
@@ -26,8 +26,8 @@ def _prefetch_threads():
 
 def test_host_source_gives_the_resident_sources_batches(devices):
   data = _pixels()
-  resident = input_pipeline.DeviceResidentSource(data, 8, seed=3, devices=devices)
-  host = input_pipeline.HostSource(data, 8, seed=3, devices=devices, prefetch=4)
+  resident = parallel.DeviceResidentSource(data, 8, seed=3, devices=devices)
+  host = parallel.HostSource(data, 8, seed=3, devices=devices, prefetch=4)
   assert resident.data.dtype == np.uint8  # pixels stay uint8 on the devices
 
   def expected(first, n):
@@ -49,7 +49,7 @@ def test_host_source_gives_the_resident_sources_batches(devices):
 
 
 def test_dropping_a_host_source_stops_its_thread(devices):
-  host = input_pipeline.HostSource(_pixels(), 4, seed=0, devices=devices, prefetch=2)
+  host = parallel.HostSource(_pixels(), 4, seed=0, devices=devices, prefetch=2)
   host.batches(0, 1)
   assert len(_prefetch_threads()) == 1
   del host
@@ -65,8 +65,8 @@ def test_errors_in_the_thread_reach_the_training_loop(devices):
       raise OSError('disk gone')
 
   data = _pixels()
-  broken = input_pipeline.Dataset('broken', data.examples.view(Broken))
-  host = input_pipeline.HostSource(broken, 4, seed=0, devices=devices)
+  broken = data_lib.Dataset('broken', data.examples.view(Broken))
+  host = parallel.HostSource(broken, 4, seed=0, devices=devices)
   with pytest.raises(OSError, match='disk gone'):
     host.batches(0, 2)
   host.close()
@@ -82,8 +82,8 @@ def test_training_on_host_fed_and_resident_pixels_is_the_same(devices):
   iteration = parallel.TrainIteration(config, devices)
   n = steps.critic_iterations(0, config)
   results = []
-  for source in (input_pipeline.DeviceResidentSource(data, 8, config.seed, devices),
-                 input_pipeline.HostSource(data, 8, config.seed, devices)):
+  for source in (parallel.DeviceResidentSource(data, 8, config.seed, devices),
+                 parallel.HostSource(data, 8, config.seed, devices)):
     # (TrainIteration donates the state it is given.)
     results.append(iteration(jax.tree.map(lambda x: x.copy(), state),
                              *source.batches(0, n)))
@@ -95,34 +95,34 @@ def test_training_on_host_fed_and_resident_pixels_is_the_same(devices):
 
 
 def test_data_on_device_auto_uses_the_devices_memory(devices):
-  memory = input_pipeline.device_memory(devices)
+  memory = parallel.device_memory(devices)
   assert memory > 2**20
-  assert input_pipeline.keep_on_device('auto', 1000, devices)
-  assert not input_pipeline.keep_on_device('auto', memory, devices)
-  assert input_pipeline.keep_on_device('true', memory, devices)
-  assert not input_pipeline.keep_on_device('false', 10, devices)
+  assert parallel.keep_on_device('auto', 1000, devices)
+  assert not parallel.keep_on_device('auto', memory, devices)
+  assert parallel.keep_on_device('true', memory, devices)
+  assert not parallel.keep_on_device('false', 10, devices)
   with pytest.raises(UserError, match="--data_on_device='maybe': choose auto, true"):
-    input_pipeline.keep_on_device('maybe', 10, devices)
+    parallel.keep_on_device('maybe', 10, devices)
   data = _pixels()
-  for setting, kind in (('auto', input_pipeline.DeviceResidentSource),
-                        ('false', input_pipeline.HostSource)):
-    source = input_pipeline.make_source(data, tiny_config(data_on_device=setting),
+  for setting, kind in (('auto', parallel.DeviceResidentSource),
+                        ('false', parallel.HostSource)):
+    source = parallel.make_source(data, tiny_config(data_on_device=setting),
                                         devices)
     assert isinstance(source, kind)
-    if kind is input_pipeline.HostSource:
+    if kind is parallel.HostSource:
       source.close()
 
 
 def test_stacked_digits_stack_three_independent_digits():
-  images, modes = input_pipeline.load_stacked_digits(16)
-  assert images.shape == (input_pipeline.STACKED_SIZE, 16, 16, 3)
+  images, modes = data_lib.load_stacked_digits(16)
+  assert images.shape == (data_lib.STACKED_SIZE, 16, 16, 3)
   assert images.dtype == np.uint8 and modes.shape == (len(images),)
   # Each channel is one of the digits (as uint8 pixels), and the mode spells
   # the three digits' classes.
-  digits = input_pipeline.load_digits(16)[..., 0]
+  digits = data_lib.load_digits(16)[..., 0]
   pixels = np.round((digits + 1) * 127.5).astype(np.uint8)
   classes = {}
-  for image, label in zip(pixels, input_pipeline.digit_labels()):
+  for image, label in zip(pixels, data_lib.digit_labels()):
     classes.setdefault(image.tobytes(), set()).add(label)
   for image, mode in zip(images[:300], modes[:300]):
     for c, place in enumerate((100, 10, 1)):
@@ -135,17 +135,17 @@ def test_stacked_digits_stack_three_independent_digits():
   positions = np.stack([modes // 100, modes // 10 % 10, modes % 10])
   assert np.abs(np.corrcoef(positions) - np.eye(3)).max() < 0.03
   # The same images every time: the data seed is fixed.
-  again, _ = input_pipeline.load_stacked_digits(16, count=10)
+  again, _ = data_lib.load_stacked_digits(16, count=10)
   np.testing.assert_array_equal(again, images[:10])
 
 
 def test_stacked_digits_is_an_embedded_dataset_of_three_channels():
   # (uint8 pixels of 16x16x3 train like any others: see
   # test_training_on_host_fed_and_resident_pixels_is_the_same.)
-  assert 'stacked_digits' in input_pipeline.EMBEDDED
+  assert 'stacked_digits' in data_lib.EMBEDDED
   assert configs.get_config('stacked_digits').channels == 3
-  data = input_pipeline.get_dataset(tiny_config('stacked_digits'))
+  data = data_lib.get_dataset(tiny_config('stacked_digits'))
   assert data.data_shape == (16, 16, 3) and data.examples.dtype == np.uint8
-  assert data.is_image and len(data) == input_pipeline.STACKED_SIZE
+  assert data.is_image and len(data) == data_lib.STACKED_SIZE
   with pytest.raises(UserError, match='--channels=3'):
-    input_pipeline.get_dataset(tiny_config('stacked_digits', channels=1))
+    data_lib.get_dataset(tiny_config('stacked_digits', channels=1))

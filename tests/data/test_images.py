@@ -11,10 +11,11 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from wgan_jax import image_data, input_pipeline
+from wgan_jax import data as data_lib, parallel
+from wgan_jax.data import images as images_lib
 from wgan_jax.errors import UserError
 
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 def _config(dataset, tmp_path, **overrides):
@@ -24,7 +25,7 @@ def _config(dataset, tmp_path, **overrides):
 @pytest.fixture
 def prepared_by_mock(monkeypatch):
   """tfds' mock replaces download_and_prepare, so TensorFlow is not needed."""
-  monkeypatch.setattr(image_data, 'have_tensorflow', lambda: True)
+  monkeypatch.setattr(images_lib, 'have_tensorflow', lambda: True)
 
 
 @pytest.mark.parametrize('name, channels', [
@@ -32,20 +33,20 @@ def prepared_by_mock(monkeypatch):
 def test_tfds_datasets_through_mock_data(tmp_path, prepared_by_mock, name, channels):
   config = _config(name, tmp_path)
   with tfds.testing.mock_data(num_examples=6):
-    data = input_pipeline.get_dataset(config)
+    data = data_lib.get_dataset(config)
     builder = tfds.builder(name)
     first = builder.as_data_source(split=config.split)[0]['image']
   assert data.examples.shape == (6, 16, 16, channels)
   assert data.examples.dtype == np.uint8
   assert data.examples.std() > 5  # random pixels, not a constant
   # Example 0 is the mock's example 0, centre-cropped and resized.
-  spec = image_data.Spec(16, channels, config.crop)
-  np.testing.assert_array_equal(data.examples[0], image_data.to_pixels(first, spec))
+  spec = images_lib.Spec(16, channels, config.crop)
+  np.testing.assert_array_equal(data.examples[0], images_lib.to_pixels(first, spec))
   # Grey and colour on request.
   other = 3 if channels == 1 else 1
   config.channels = other
   with tfds.testing.mock_data(num_examples=6):
-    converted = input_pipeline.get_dataset(config).examples
+    converted = data_lib.get_dataset(config).examples
   assert converted.shape == (6, 16, 16, other)
   if other == 3:
     np.testing.assert_array_equal(converted[..., 0], converted[..., 2])
@@ -53,12 +54,12 @@ def test_tfds_datasets_through_mock_data(tmp_path, prepared_by_mock, name, chann
 
 
 def test_celeba_preset_and_the_float_range():
-  from wgan_jax import configs, parallel
+  from wgan_jax import configs, pixels as pixels_lib
   config = configs.get_config('celeb_a')
   assert (config.image_size, config.batch_size, config.ngf, config.ndf, config.crop,
           config.split) == (64, 64, 64, 64, 108, 'all')
   pixels = np.array([[0, 128, 255]], np.uint8)
-  floats = np.asarray(parallel.to_float_images(pixels))
+  floats = np.asarray(pixels_lib.to_float(pixels))
   np.testing.assert_allclose(floats, [[-1.0, 128 / 127.5 - 1, 1.0]], atol=1e-6)
 
 
@@ -109,7 +110,7 @@ def test_celeba_from_its_files_is_cropped_to_108_and_resized(tmp_path):
   _write_celeba_files(tmp_path / 'tfds')
   config = _config('celeb_a', tmp_path)
   assert config.crop == 108
-  data = input_pipeline.get_dataset(config)
+  data = data_lib.get_dataset(config)
   assert data.examples.shape == (6, 16, 16, 3) and data.examples.dtype == np.uint8
   face = data.examples[0].astype(int)
   for (r, c), colour in QUADRANTS.items():
@@ -123,27 +124,27 @@ def test_celeba_from_its_files_is_cropped_to_108_and_resized(tmp_path):
   assert (data.examples[5].astype(int) - face)[1:7, 9:15].mean() == pytest.approx(-20,
                                                                                    abs=3)
   # Without the crop the largest centred square (178x178) shows the border.
-  wide = input_pipeline.get_dataset(_config('celeb_a', tmp_path, crop=0)).examples[0]
+  wide = data_lib.get_dataset(_config('celeb_a', tmp_path, crop=0)).examples[0]
   assert np.abs(wide[0, 8].astype(int) - BORDER).max() <= 12
 
 
 def test_celeba_splits_follow_the_partition_file(tmp_path):
   _write_celeba_files(tmp_path / 'tfds')
-  sizes = {split: len(input_pipeline.get_dataset(
+  sizes = {split: len(data_lib.get_dataset(
       _config('celeb_a', tmp_path, split=split)).examples)
            for split in ('all', 'train', 'validation+test', 'test')}
   assert sizes == {'all': 6, 'train': 4, 'validation+test': 2, 'test': 1}
   with pytest.raises(UserError, match='--split=train'):
-    input_pipeline.get_dataset(_config('celeb_a', tmp_path, split='train[:50%]'))
+    data_lib.get_dataset(_config('celeb_a', tmp_path, split='train[:50%]'))
 
 
 def test_celeba_without_files_or_tensorflow_says_what_to_do(tmp_path, monkeypatch):
-  monkeypatch.setattr(image_data, 'have_tensorflow', lambda: False)
+  monkeypatch.setattr(images_lib, 'have_tensorflow', lambda: False)
   with pytest.raises(UserError) as info:
-    input_pipeline.get_dataset(_config('celeb_a', tmp_path))
+    data_lib.get_dataset(_config('celeb_a', tmp_path))
   message = str(info.value)
   assert '\n' not in message
-  for name in image_data.CELEBA_FILES:
+  for name in images_lib.CELEBA_FILES:
     assert name in message
   assert str(tmp_path / 'tfds' / 'downloads' / 'manual') in message
   assert 'pip install tensorflow' in message and '--dataset=folder:' in message
@@ -158,14 +159,14 @@ def test_celeba_failed_download_says_which_files_to_put_where(tmp_path, monkeypa
         'Artifact https://drive.google.com/uc?export=download, downloaded to x, has '
         'wrong checksum:\n* Expected: ...')
 
-  monkeypatch.setattr(image_data, 'have_tensorflow', lambda: True)
+  monkeypatch.setattr(images_lib, 'have_tensorflow', lambda: True)
   monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', refused)
   with pytest.raises(UserError) as info:
-    input_pipeline.get_dataset(_config('celeb_a', tmp_path))
+    data_lib.get_dataset(_config('celeb_a', tmp_path))
   message = str(info.value)
   assert '\n' not in message and 'could not download celeb_a' in message
   assert 'NonMatchingChecksumError' in message
-  assert all(name in message for name in image_data.CELEBA_FILES)
+  assert all(name in message for name in images_lib.CELEBA_FILES)
   assert str(tmp_path / 'tfds' / 'downloads' / 'manual') in message
 
 
@@ -181,7 +182,7 @@ def test_real_celeba_builder_on_fake_files(tmp_path, monkeypatch):
   from tensorflow_datasets.core.download import checksums
   data_dir = tmp_path / 'tfds'
   _write_celeba_files(data_dir)
-  direct = input_pipeline.get_dataset(_config('celeb_a', tmp_path)).examples
+  direct = data_lib.get_dataset(_config('celeb_a', tmp_path)).examples
   manual = data_dir / 'downloads' / 'manual'
   builder_cls = tfds.builder_cls('celeb_a')
   fakes = {url: dataclasses.replace(checksums.compute_url_info(manual / info.filename),
@@ -193,7 +194,7 @@ def test_real_celeba_builder_on_fake_files(tmp_path, monkeypatch):
       file_format='array_record',
       download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
   assert builder.info.splits['train'].num_examples == 4
-  via_tfds = input_pipeline.get_dataset(_config('celeb_a', tmp_path)).examples
+  via_tfds = data_lib.get_dataset(_config('celeb_a', tmp_path)).examples
   assert not np.shares_memory(direct, via_tfds)
   # tfds stores the examples in its own order: compare them as a set.
   order = lambda x: x[np.argsort(x.reshape(len(x), -1).mean(1))]  # pylint: disable=unnecessary-lambda-assignment
@@ -207,7 +208,7 @@ def test_real_celeba_builder_on_fake_files(tmp_path, monkeypatch):
 ])
 def test_unknown_tfds_names_get_close_names(tmp_path, name, expected):
   with pytest.raises(UserError) as info:
-    input_pipeline.get_dataset(_config(name, tmp_path))
+    data_lib.get_dataset(_config(name, tmp_path))
   assert expected in str(info.value) and '\n' not in str(info.value)
 
 
@@ -241,10 +242,10 @@ def _make_folder(root):
 def test_folder_of_mixed_images(tmp_path, caplog, monkeypatch):
   root = tmp_path / 'images'
   readable = _make_folder(root)
-  monkeypatch.setattr(image_data, 'CHUNK', 2)  # many chunks, in and out of the window
+  monkeypatch.setattr(images_lib, 'CHUNK', 2)  # many chunks, in and out of the window
   config = tiny_config(f'folder:{root}')
   with caplog.at_level(logging.WARNING):
-    data = input_pipeline.get_dataset(config)
+    data = data_lib.get_dataset(config)
   assert data.examples.shape == (readable, 16, 16, 3)
   warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
   assert len(warnings) == 1 and 'Skipped 2 of 11 files' in warnings[0], warnings
@@ -255,7 +256,7 @@ def test_folder_of_mixed_images(tmp_path, caplog, monkeypatch):
   assert deep.min() == 255
   assert np.abs(rgba - (10, 120, 250)).max() <= 1
   grey_config = tiny_config(f'folder:{root}', channels=1)
-  grey_data = input_pipeline.get_dataset(grey_config).examples
+  grey_data = data_lib.get_dataset(grey_config).examples
   assert grey_data.shape == (readable, 16, 16, 1)
   assert abs(int(grey_data[8].mean()) - round(0.299 * 10 + 0.587 * 120 + 0.114 * 250)) <= 1
 
@@ -263,14 +264,14 @@ def test_folder_of_mixed_images(tmp_path, caplog, monkeypatch):
 def test_folder_errors_name_the_path(tmp_path):
   missing = tmp_path / 'nowhere'
   with pytest.raises(UserError, match=f'--dataset=folder:{missing}: no such directory'):
-    input_pipeline.get_dataset(tiny_config(f'folder:{missing}'))
+    data_lib.get_dataset(tiny_config(f'folder:{missing}'))
   (tmp_path / 'empty' / 'sub').mkdir(parents=True)
   with pytest.raises(UserError, match='empty'):
-    input_pipeline.get_dataset(tiny_config(f'folder:{tmp_path / "empty"}'))
+    data_lib.get_dataset(tiny_config(f'folder:{tmp_path / "empty"}'))
   (tmp_path / 'text').mkdir()
   (tmp_path / 'text' / 'a.jpg').write_text('no')
   with pytest.raises(UserError, match=f'none of the 1 files of {tmp_path / "text"}'):
-    input_pipeline.get_dataset(tiny_config(f'folder:{tmp_path / "text"}'))
+    data_lib.get_dataset(tiny_config(f'folder:{tmp_path / "text"}'))
 
 
 # The cache.
@@ -282,8 +283,8 @@ def test_second_run_reads_the_cache_and_gives_the_same_batches(tmp_path, monkeyp
   config = tiny_config(f'folder:{root}', batch_size=4)
 
   def batches():
-    data = input_pipeline.get_dataset(config)
-    source = input_pipeline.HostSource(data, config.batch_size, config.seed, devices)
+    data = data_lib.get_dataset(config)
+    source = parallel.HostSource(data, config.batch_size, config.seed, devices)
     out = np.asarray(source.batches(0, 5)[1])
     source.close()
     return data, out
@@ -295,16 +296,16 @@ def test_second_run_reads_the_cache_and_gives_the_same_batches(tmp_path, monkeyp
   def no_decoding(path):
     raise AssertionError(f'decoded {path} again')
 
-  monkeypatch.setattr(image_data, 'decode_file', no_decoding)
+  monkeypatch.setattr(images_lib, 'decode_file', no_decoding)
   second, second_batches = batches()
   assert isinstance(second.examples, np.memmap)
   np.testing.assert_array_equal(first.examples, second.examples)
   np.testing.assert_array_equal(first_batches, second_batches)
   # Another size is another cache entry; a changed folder replaces its entry.
   monkeypatch.undo()
-  input_pipeline.get_dataset(tiny_config(f'folder:{root}', image_size=32))
+  data_lib.get_dataset(tiny_config(f'folder:{root}', image_size=32))
   _save(root / 'a' / 'new.png', np.zeros((8, 8, 3), np.uint8))
-  assert len(input_pipeline.get_dataset(config).examples) == len(first.examples) + 1
+  assert len(data_lib.get_dataset(config).examples) == len(first.examples) + 1
   entries = sorted(os.listdir(root / '.wgan_jax_cache'))
   assert len(entries) == 4 and cache[0] not in entries, entries
 
@@ -316,7 +317,7 @@ def test_unwritable_cache_keeps_the_images_in_memory(tmp_path, caplog):
   blocker.write_text('not a folder')
   config = tiny_config(f'folder:{root}', cache_dir=str(blocker / 'cache'))
   with caplog.at_level(logging.WARNING):
-    data = input_pipeline.get_dataset(config)
+    data = data_lib.get_dataset(config)
   assert len(data.examples) == readable and not isinstance(data.examples, np.memmap)
   assert any('Cannot write the image cache' in r.getMessage() for r in caplog.records)
   assert not (root / '.wgan_jax_cache').exists()

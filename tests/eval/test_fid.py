@@ -16,7 +16,8 @@ import scipy.linalg
 from flax import linen as nn
 from flax import traverse_util
 
-from wgan_jax import fid, inception, visualize
+from wgan_jax import visualize
+from wgan_jax.eval import fid, inception
 from wgan_jax.errors import UserError
 
 

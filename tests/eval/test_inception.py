@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from flax import traverse_util
 
-from wgan_jax import inception
+from wgan_jax.eval import inception
 from wgan_jax.errors import UserError
 
 from . import torch_fid_inception as tfi
@@ -124,7 +124,7 @@ def test_resize_is_pytorch_bilinear_without_antialiasing(shape):
 def test_pth_converts_to_npz_through_the_command_line(tmp_path, pth_file, state_dict):
   out = tmp_path / 'converted.npz'
   result = subprocess.run(
-      [sys.executable, '-m', 'wgan_jax.inception', f'--pth={pth_file}',
+      [sys.executable, '-m', 'wgan_jax.eval.inception', f'--pth={pth_file}',
        f'--out={out}', '--nocheck_hash'],
       capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 0, result.stderr
@@ -138,7 +138,7 @@ def test_pth_converts_to_npz_through_the_command_line(tmp_path, pth_file, state_
 
 def test_missing_pth_on_the_command_line_exits_2(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'wgan_jax.inception', f'--pth={tmp_path}/none.pth'],
+      [sys.executable, '-m', 'wgan_jax.eval.inception', f'--pth={tmp_path}/none.pth'],
       capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 2
   assert inception.PTH_URL in result.stderr and 'Traceback' not in result.stderr

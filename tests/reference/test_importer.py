@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from wgan_jax import configs, models, state as state_lib, torch_import
+from wgan_jax import configs, layers, models, state as state_lib
+from wgan_jax.reference import importer, layouts, parity, pth
 from wgan_jax.errors import UserError
 
-from . import parity
-from . import torch_reference as ref
+from wgan_jax.reference import torch_model as ref
 
 # ---------------------------------------------------------------------------
 # Reading .pth files.
@@ -31,7 +31,7 @@ def test_reader_equals_torch_load(tmp_path, zip_format):
              'half': torch.full((2,), 0.5, dtype=torch.float16)}
   path = tmp_path / 'net.pth'
   torch.save(tensors, path, _use_new_zipfile_serialization=zip_format)
-  arrays = torch_import.load_state_dict(path)
+  arrays = pth.load_state_dict(path)
   assert list(arrays) == list(tensors)  # order kept
   for name, tensor in tensors.items():
     assert arrays[name].dtype == tensor.numpy().dtype, name
@@ -41,7 +41,7 @@ def test_reader_equals_torch_load(tmp_path, zip_format):
 def test_reader_drops_the_data_parallel_prefix(tmp_path):
   path = tmp_path / 'dp.pth'
   torch.save(torch.nn.DataParallel(ref.MLP_D(16, 4, 1, 8)).state_dict(), path)
-  assert list(torch_import.load_state_dict(path))[0] == 'main.0.weight'
+  assert list(pth.load_state_dict(path))[0] == 'main.0.weight'
 
 
 @pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy'])
@@ -50,7 +50,7 @@ def test_reader_refuses_whole_modules_without_running_them(tmp_path, zip_format)
   torch.save(ref.DCGAN_D(16, 4, 1, 8), path, _use_new_zipfile_serialization=zip_format)
   with pytest.raises(UserError, match=r'holds a pickled .*DCGAN_D, not a state_dict; '
                      r'save it with torch.save\(net.state_dict\(\)'):
-    torch_import.load_state_dict(path)
+    pth.load_state_dict(path)
 
 
 class _Evil:
@@ -69,7 +69,7 @@ def test_reader_never_runs_pickled_code(tmp_path, monkeypatch, where):
   else:
     path.write_bytes(payload)
   with pytest.raises(UserError):
-    torch_import.load_state_dict(path)
+    pth.load_state_dict(path)
   assert not (tmp_path / 'pwned').exists()
 
 
@@ -98,12 +98,12 @@ def test_reader_refuses_what_is_not_a_state_dict(tmp_path, content, message):
   path = tmp_path / 'x.pth'
   content(path)
   with pytest.raises(UserError, match=message):
-    torch_import.load_state_dict(path)
+    pth.load_state_dict(path)
 
 
 def test_reader_refuses_a_missing_file(tmp_path):
   with pytest.raises(UserError, match='no such file'):
-    torch_import.load_state_dict(tmp_path / 'netG_epoch_24.pth')
+    pth.load_state_dict(tmp_path / 'netG_epoch_24.pth')
 
 
 # ---------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def test_import_infers_the_architecture_and_computes_what_torch_computes(tmp_pat
   net_g, net_d, (g_path, d_path) = _save_pair(tmp_path, config)
   # A user gives only the files: the rest of the config is the default's.
   base = configs.get_config(config.dataset)
-  inferred = torch_import.config_from_reference(g_path, d_path, base)
+  inferred = importer.config_from_reference(g_path, d_path, base)
   for field in ARCH_FIELDS:
     if field in ('image_size', 'channels') and config.dataset == 'gaussians8':
       continue  # points: the data shape is not in the config
@@ -148,10 +148,10 @@ def test_import_infers_the_architecture_and_computes_what_torch_computes(tmp_pat
     assert inferred[field] == config[field], field
   assert base.image_size == configs.get_config(config.dataset).image_size  # untouched
 
-  state = torch_import.state_from_reference(g_path, d_path, inferred,
+  state = importer.state_from_reference(g_path, d_path, inferred,
                                             state_lib.root_key(inferred))
   data_shape = parity.data_shape_of(config)
-  assert torch_import.reference_data_shape(inferred, g_path, d_path) == data_shape
+  assert importer.reference_data_shape(inferred, g_path, d_path) == data_shape
   rng = np.random.default_rng(0)
   z = rng.standard_normal((4, config.nz)).astype(np.float32)
   x = rng.uniform(-1, 1, (4, *data_shape)).astype(np.float32)
@@ -171,7 +171,7 @@ def test_imported_state_is_a_fresh_run_with_the_files_weights(tmp_path):
   _, _, (g_path, d_path) = _save_pair(tmp_path, config)
   key = state_lib.root_key(config)
   fresh = state_lib.create_state(config, (16, 16, 3), key)
-  imported = torch_import.state_from_reference(g_path, d_path, config, key)
+  imported = importer.state_from_reference(g_path, d_path, config, key)
   for net in ('generator', 'critic'):
     ours, theirs = getattr(imported, net), getattr(fresh, net)
     for part in ('params', 'batch_stats', 'opt_state'):
@@ -194,20 +194,20 @@ def test_only_a_generator_keeps_a_freshly_initialised_critic(tmp_path):
   _, _, (g_path, _) = _save_pair(tmp_path, config)
   key = state_lib.root_key(config)
   fresh = state_lib.create_state(config, (16, 16, 3), key)
-  imported = torch_import.state_from_reference(g_path, None, config, key)
+  imported = importer.state_from_reference(g_path, None, config, key)
   for x, y in zip(jax.tree.leaves(imported.critic.params),
                   jax.tree.leaves(fresh.critic.params)):
     np.testing.assert_array_equal(x, y)
   with pytest.raises(UserError, match='nothing to import'):
-    torch_import.state_from_reference(None, None, config, key)
+    importer.state_from_reference(None, None, config, key)
 
 
 def test_critic_sign_is_the_last_layer_only():
   config = parity.make_config(n_extra_layers=1)
   _, net_d = parity.torch_models(config, (16, 16, 3))
   sd = parity.state_dict(net_d)
-  ours = torch_import.critic_variables(sd, config)['params']
-  theirs = torch_import.critic_variables(sd, config, negate_last=False)['params']
+  ours = importer.critic_variables(sd, config)['params']
+  theirs = importer.critic_variables(sd, config, negate_last=False)['params']
   for module in ours:
     sign = -1 if module == 'final_conv' else 1
     for leaf in ours[module]:
@@ -220,9 +220,9 @@ def test_converted_trees_are_the_modules_own():
     data_shape = parity.data_shape_of(config)
     net_g, net_d = parity.torch_models(config, data_shape)
     for module, convert, net, x in (
-        (models.make_generator(config, data_shape), torch_import.generator_variables,
+        (models.make_generator(config, data_shape), importer.generator_variables,
          net_g, np.zeros((2, config.nz), np.float32)),
-        (models.make_critic(config, data_shape), torch_import.critic_variables,
+        (models.make_critic(config, data_shape), importer.critic_variables,
          net_d, np.zeros((2, *data_shape), np.float32))):
       own = jax.eval_shape(lambda x, m=module: m.init(jax.random.key(0), x), x)
       converted = convert(parity.state_dict(net), config, data_shape)
@@ -237,7 +237,7 @@ def test_half_precision_checkpoints_import(tmp_path):
   net_g, _ = parity.torch_models(config, (16, 16, 3))
   path = tmp_path / 'netG_half.pth'
   torch.save(net_g.half().state_dict(), path)
-  variables = torch_import.generator_variables(path, config)
+  variables = importer.generator_variables(path, config)
   kernel = variables['params']['initial_convt']['kernel']
   assert kernel.dtype == np.float32
   np.testing.assert_array_equal(
@@ -254,7 +254,7 @@ def test_refuses_another_size_saying_what_was_expected(tmp_path):
   _, _, (g_path, _) = _save_pair(tmp_path, config)
   config.image_size = 64
   with pytest.raises(UserError) as e:
-    torch_import.generator_variables(g_path, config)
+    importer.generator_variables(g_path, config)
   message = str(e.value)
   assert 'netG_epoch_3.pth does not fit the DCGAN generator of this config (64px' in message
   assert 'it holds a DCGAN generator (netG) for 32px, 3 channel(s), nz=8, ngf=8' in message
@@ -267,14 +267,14 @@ def test_refuses_another_architecture(tmp_path):
   dcgan = parity.make_config()
   with pytest.raises(UserError, match=r'does not fit the DCGAN generator .* it holds '
                      r'an MLP generator \(netG\) for 16px, 3 channel\(s\), nz=8, ngf=16'):
-    torch_import.generator_variables(g_path, dcgan)
+    importer.generator_variables(g_path, dcgan)
   with pytest.raises(UserError, match=r'does not fit the DCGAN critic'):
-    torch_import.state_from_reference(None, d_path, dcgan, state_lib.root_key(dcgan))
+    importer.state_from_reference(None, d_path, dcgan, state_lib.root_key(dcgan))
   # Another width of the same kind.
   mlp.ngf = 32
   with pytest.raises(UserError, match=r'this config \(16px, 3 channel\(s\), nz=8, ngf=32\): '
                      r'it holds an MLP generator \(netG\) .* ngf=16'):
-    torch_import.generator_variables(g_path, mlp)
+    importer.generator_variables(g_path, mlp)
 
 
 def test_damaged_file_of_the_right_architecture_names_its_keys():
@@ -286,7 +286,7 @@ def test_damaged_file_of_the_right_architecture_names_its_keys():
   with pytest.raises(UserError, match=r'it lacks main.pyramid:8:batchnorm.running_var; '
                      r'has wrong shapes: main.initial:16:batchnorm.bias \(5,\) '
                      r'\(expected \(16,\)\)'):
-    torch_import.generator_variables(tensors, config, (16, 16, 3))
+    importer.generator_variables(tensors, config, (16, 16, 3))
 
 
 def test_refuses_swapped_and_mismatched_files(tmp_path):
@@ -294,23 +294,23 @@ def test_refuses_swapped_and_mismatched_files(tmp_path):
   _, _, (g_path, d_path) = _save_pair(tmp_path, config)
   with pytest.raises(UserError, match=r'netD_epoch_3.pth holds a DCGAN critic \(netD\) '
                      r'.*not a generator; pass it as the critic file'):
-    torch_import.config_from_reference(d_path, g_path)
+    importer.config_from_reference(d_path, g_path)
   with pytest.raises(UserError, match=r'does not fit the DCGAN generator .* it holds a '
                      r'DCGAN critic \(netD\)'):
-    torch_import.generator_variables(d_path, config)
+    importer.generator_variables(d_path, config)
   big = tmp_path / 'big'
   big.mkdir()
   _, _, (_, d32) = _save_pair(big, parity.make_config(image_size=32))
   with pytest.raises(UserError, match='the two nets do not fit the same data'):
-    torch_import.config_from_reference(g_path, d32)
+    importer.config_from_reference(g_path, d32)
   extra = tmp_path / 'extra'
   extra.mkdir()
   _, _, (_, d_extra) = _save_pair(extra, parity.make_config(n_extra_layers=1))
   with pytest.raises(UserError, match='same n_extra_layers'):
-    torch_import.config_from_reference(g_path, d_extra)
+    importer.config_from_reference(g_path, d_extra)
   with pytest.raises(UserError, match='holds a pickled'):
     torch.save(ref.DCGAN_G(16, 8, 3, 8), tmp_path / 'module.pth')
-    torch_import.state_from_reference(tmp_path / 'module.pth', None, config,
+    importer.state_from_reference(tmp_path / 'module.pth', None, config,
                                       state_lib.root_key(config))
 
 
@@ -319,13 +319,13 @@ def test_mlp_of_unusual_channels_needs_them_given(tmp_path):
                               ngf=16, ndf=16)
   _, _, (g_path, _) = _save_pair(tmp_path, config)
   with pytest.raises(UserError, match='pass --image_size and --channels'):
-    torch_import.config_from_reference(g_path, None, configs.get_config())
+    importer.config_from_reference(g_path, None, configs.get_config())
   given = configs.get_config()
   given.update(channels=2, image_size=16)
-  inferred = torch_import.config_from_reference(g_path, None, given)
-  assert torch_import.reference_data_shape(inferred, g_path) == (16, 16, 2)
+  inferred = importer.config_from_reference(g_path, None, given)
+  assert importer.reference_data_shape(inferred, g_path) == (16, 16, 2)
   assert (inferred.generator, inferred.nz, inferred.ngf) == ('mlp', 8, 16)
-  variables = torch_import.generator_variables(g_path, inferred)
+  variables = importer.generator_variables(g_path, inferred)
   assert variables['params']['out']['kernel'].shape == (16, 16 * 16 * 2)
 
 
@@ -342,13 +342,13 @@ def test_imported_workdir_generates_the_reference_samples_and_trains_on(tmp_path
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   env.pop('XLA_FLAGS', None)
   result = subprocess.run(
-      [sys.executable, '-m', 'wgan_jax.torch_import', f'--netG={g_path}',
+      [sys.executable, '-m', 'wgan_jax.reference.importer', f'--netG={g_path}',
        f'--netD={d_path}', f'--workdir={workdir}', '--dataset=digits'],
       capture_output=True, text=True, env=env, timeout=300)
   assert result.returncode == 0, result.stderr
   assert 'python -m wgan_jax.generate' in result.stdout
   with pytest.raises(UserError, match='already holds checkpoints'):
-    torch_import.import_into_workdir(g_path, None, config, str(workdir))
+    importer.import_into_workdir(g_path, None, config, str(workdir))
 
   # Samples from the workdir are the reference generator's for the same z.
   samples, restored = generate.generate(str(workdir), num=config.batch_size, seed=3)

@@ -1,7 +1,7 @@
 """Numerical parity with the PyTorch port of the reference code.
 
 Deviations are max|ours - reference| / max|reference| per array (see
-``tests/parity.py``). Forward passes agree to 1e-5 (largest measured:
+``wgan_jax/reference/parity.py``). Forward passes agree to 1e-5 (largest measured:
 2.2e-6). Training agrees to TRAIN_TOL, not 1e-5, because the training
 dynamics amplify float32 rounding about a hundredfold: RMSProp divides each
 gradient by its running RMS, so a gradient that is mostly cancellation (of
@@ -17,16 +17,11 @@ x86 CPU). A 1% error in either learning rate shows as 0.4-0.5.
 import numpy as np
 import pytest
 
-from . import parity
+torch = pytest.importorskip('torch')
 
-FORWARD_TOL = 1e-5
-# About twice the reference's own noise floor at its worst (4.1e-5): other
-# CPUs round differently.
-TRAIN_TOL = 1e-4
-# 30 critic steps and 6 generator steps: 7 critic steps in the warm-up
-# iteration and in the boosted 4th, 4 otherwise.
-SCHEDULE = dict(warmup_gen_iters=1, n_critic_warmup=7, n_critic=4, boost_every=4)
-MLP = dict(generator='mlp', critic='mlp', ngf=16, ndf=16)
+from wgan_jax.reference import parity  # noqa: E402  pylint: disable=wrong-import-position
+from wgan_jax.reference.parity import (FORWARD_TOL, MLP, SCHEDULE,  # noqa: E402  pylint: disable=wrong-import-position
+                                       TRAIN_TOL)
 
 
 @pytest.mark.parametrize('overrides', [

@@ -27,21 +27,20 @@ import difflib
 import hashlib
 import importlib.util
 import itertools
-import json
 import os
 import threading
-import time
 import zipfile
 from collections.abc import Callable
 
 import numpy as np
 from absl import logging
 
+from wgan_jax.data import cache
+from wgan_jax.data.cache import CACHE_DIRNAME
 from wgan_jax.errors import UserError
 
 # Bump when the pixels a cache holds would change, to invalidate old caches.
 PREPROCESS_VERSION = 1
-CACHE_DIRNAME = 'wgan_jax_cache'
 # What a broken or non-image file makes PIL raise.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, zipfile.BadZipFile)
 
@@ -144,58 +143,6 @@ def _fill(out: np.ndarray, count: int, load: Callable[[int], object], spec: Spec
   return written, failures
 
 
-# The cache.
-
-def _slug(text: str) -> str:
-  return ''.join(c if c.isalnum() or c in '-_.' else '-' for c in text).strip('-')
-
-
-def cache_path(cache_dir: str, label: str, key: dict) -> str:
-  """``<cache_dir>/<label>-<hash of key>.npy``: the label names the dataset and
-  the pixels' spec; the hash also covers what the data was made from."""
-  digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-  return os.path.join(cache_dir, f'{_slug(label)}-{digest}.npy')
-
-
-def _label(name: str, spec: Spec) -> str:
-  crop = f'-crop{spec.crop}' if spec.crop else ''
-  return f'{name}-{spec.size}px-{spec.channels}c{crop}'
-
-
-def _remove_stale(path: str) -> None:
-  """Entries of the same label with another hash hold the same dataset made
-  from older files: drop them."""
-  folder, name = os.path.split(path)
-  stem = name[:-len('.npy')]
-  label = stem[:-len('-0123456789ab')]
-  for other in os.listdir(folder):
-    other_stem, ext = os.path.splitext(other)
-    if (ext in ('.npy', '.json') and other_stem != stem and
-        other_stem.startswith(label + '-') and len(other_stem) == len(stem) and
-        set(other_stem[len(label) + 1:]) <= set('0123456789abcdef')):
-      os.remove(os.path.join(folder, other))
-
-
-def _read_cache(path: str, key: dict) -> np.ndarray | None:
-  try:
-    with open(path[:-4] + '.json', encoding='utf-8') as f:
-      note = json.load(f)
-    if note.get('key') != key:
-      return None
-    pixels = np.load(path, mmap_mode='r')
-  except (OSError, ValueError):
-    return None
-  logging.info('Reading %d cached images from %s.', len(pixels), path)
-  return pixels
-
-
-def _write_note(path: str, note: dict) -> None:
-  tmp = f'{path[:-4]}.json.tmp{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(note, f, indent=1)
-  os.replace(tmp, path[:-4] + '.json')
-
-
 def cached_pixels(path: str | None, key: dict, count: int,
                   load: Callable[[int], object], spec: Spec, what: str,
                   name_of: Callable[[int], str] = str) -> np.ndarray:
@@ -205,60 +152,14 @@ def cached_pixels(path: str | None, key: dict, count: int,
   decode are skipped with one warning that counts them; ``what`` names the
   images in messages, ``name_of(i)`` image i.
   """
-  if path:
-    cached = _read_cache(path, key)
-    if cached is not None:
-      return cached
-  shape = (count, spec.size, spec.size, spec.channels)
-  tmp = f'{path}.tmp{os.getpid()}' if path else None
-  out = None
-  if path:
-    try:
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      out = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=shape)
-    except OSError as e:
-      logging.warning('Cannot write the image cache %s (%s); the images stay in '
-                      'memory for this run (--cache_dir chooses another place).',
-                      path, e.strerror or e)
-      path = tmp = None
-  if out is None:
-    out = np.empty(shape, np.uint8)
-  logging.info('Decoding %d images of %s once into %dx%dx%d pixels%s.', count, what,
-               spec.size, spec.size, spec.channels, f', cached in {path}' if path else '')
-  t0 = time.perf_counter()
-  try:
-    written, failures = _fill(out, count, load, spec, desc=f'decoding {what}')
-    seconds = time.perf_counter() - t0
-    if failures:
-      logging.warning('Skipped %d of %d files of %s that could not be read as images '
-                      '(the first: %s).', len(failures), count, what,
-                      name_of(failures[0]))
-    if not written:
-      raise UserError(f'none of the {count} files of {what} could be read as an '
-                      'image; pass a folder of images (jpg, png, webp, ...).')
-    logging.info('Decoded %d images in %.1f s (%.0f images/s).', written, seconds,
-                 count / max(seconds, 1e-9))
-    if not path:
-      return out[:written]
-    if written < count:  # drop the unused slots at the end
-      shrunk = np.lib.format.open_memmap(f'{tmp}.part', mode='w+', dtype=np.uint8,
-                                         shape=(written, *shape[1:]))
-      for s in range(0, written, 4096):
-        e = min(s + 4096, written)
-        shrunk[s:e] = out[s:e]
-      out = shrunk
-      os.replace(f'{tmp}.part', tmp)
-    out.flush()
-    del out
-    os.replace(tmp, path)
-  finally:
-    for leftover in (tmp, f'{tmp}.part'):
-      if leftover and os.path.exists(leftover):
-        os.remove(leftover)
-  _write_note(path, dict(key=key, images=written, skipped=len(failures),
-                         decode_seconds=round(seconds, 2), what=what))
-  _remove_stale(path)
-  return np.load(path, mmap_mode='r')
+  return cache.cached_pixels(
+      path, key, (count, spec.size, spec.size, spec.channels),
+      lambda out: _fill(out, count, load, spec, desc=f'decoding {what}'), what, name_of)
+
+
+def _label(name: str, spec: Spec) -> str:
+  crop = f'-crop{spec.crop}' if spec.crop else ''
+  return f'{name}-{spec.size}px-{spec.channels}c{crop}'
 
 
 # Folders.
@@ -295,7 +196,7 @@ def folder_pixels(root: str, spec: Spec, cache_dir: str = '') -> np.ndarray:
                  for f, s in zip(files, stats)).encode()).hexdigest())
   where = cache_dir or os.path.join(root, '.' + CACHE_DIRNAME)
   label = _label(os.path.basename(os.path.abspath(root)), spec)
-  return cached_pixels(cache_path(where, label, key), key, len(files),
+  return cached_pixels(cache.cache_path(where, label, key), key, len(files),
                        lambda i: decode_file(files[i]), spec, what=root,
                        name_of=files.__getitem__)
 
@@ -423,7 +324,7 @@ def tfds_pixels(name: str, split: str, spec: Spec, data_dir: str = '',
   key = dict(kind='tfds', name=builder.info.full_name, split=split, images=len(source),
              spec=dataclasses.asdict(spec), version=PREPROCESS_VERSION)
   label = _label(f'{name}-{split}', spec)
-  return cached_pixels(cache_path(cache_dir, label, key), key, len(source),
+  return cached_pixels(cache.cache_path(cache_dir, label, key), key, len(source),
                        lambda i: source[i][key_name], spec, what=f'{name} ({split})',
                        name_of=lambda i: f'example {i}')
 
@@ -478,6 +379,6 @@ def celeba_manual_pixels(data_dir: str, split: str, spec: Spec,
              archive=[stat.st_size, stat.st_mtime_ns], spec=dataclasses.asdict(spec),
              version=PREPROCESS_VERSION)
   label = _label(f'celeb_a-files-{split}', spec)
-  return cached_pixels(cache_path(cache_dir, label, key), key, len(names), load, spec,
+  return cached_pixels(cache.cache_path(cache_dir, label, key), key, len(names), load, spec,
                        what=f'celeb_a ({split}, from {archive})',
                        name_of=names.__getitem__)

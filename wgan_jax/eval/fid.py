@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from wgan_jax import inception
+from wgan_jax import files, pixels
+from wgan_jax.eval import inception
 from wgan_jax.errors import UserError
 
 DEFAULT_NUM_SAMPLES = 50_000
@@ -159,9 +160,7 @@ class Statistics:
                   meta=np.array(json.dumps(dict(meta, count=self.count))))
     if self.features is not None:
       arrays['features'] = self.features
-    tmp = f'{path}.tmp.npz'
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    files.write_atomic(path, lambda f: np.savez(f, **arrays))
 
   @classmethod
   def load(cls, path: str) -> tuple[Statistics, dict[str, Any]]:
@@ -190,8 +189,7 @@ class Statistics:
 def quantize_8bit(images: jax.Array) -> jax.Array:
   """[-1, 1] -> the nearest of 256 levels, as saving to PNG (visualize) and
   reading back would: FID is conventionally computed on 8-bit images."""
-  levels = jnp.clip(jnp.floor((images + 1.0) * 127.5 + 0.5), 0.0, 255.0)
-  return levels / 127.5 - 1.0
+  return pixels.levels(images, jnp) / 127.5 - 1.0
 
 
 class FeatureExtractor:

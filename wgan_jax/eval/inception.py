@@ -18,9 +18,9 @@ module's variables, which loads in a fraction of a second without PyTorch::
   mkdir -p ~/.cache/wgan_jax
   curl -L -o ~/.cache/wgan_jax/pt_inception-2015-12-05-6726825d.pth \
     https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth
-  python -m wgan_jax.inception   # writes ~/.cache/wgan_jax/fid_inception_v3.npz
+  python -m wgan_jax.eval.inception   # writes ~/.cache/wgan_jax/fid_inception_v3.npz
 
-Converting reads the ``.pth`` with PyTorch (any CPU build); ``$WGAN_JAX_CACHE``
+Converting reads the ``.pth`` without PyTorch (``wgan_jax.reference.pth``); ``$WGAN_JAX_CACHE``
 moves the directory. The classifier layer (``fc``, 1008 classes) is not
 needed for pool3 features and is left out of the converted file.
 """
@@ -40,8 +40,9 @@ from absl import app, flags, logging
 from flax import linen as nn
 from flax import traverse_util
 
-from wgan_jax import cli
+from wgan_jax import files
 from wgan_jax.errors import UserError
+from wgan_jax.reference import pth
 
 PTH_NAME = 'pt_inception-2015-12-05-6726825d.pth'
 PTH_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/'
@@ -77,7 +78,7 @@ def download_help(pth_path: str | None = None) -> str:
   pth_path = pth_path or default_pth_path()
   return (f'download {PTH_NAME} once from {PTH_URL} to {pth_path} '
           f'(mkdir -p {os.path.dirname(pth_path) or "."} && curl -L -o '
-          f'{pth_path} {PTH_URL}), then run python -m wgan_jax.inception to '
+          f'{pth_path} {PTH_URL}), then run python -m wgan_jax.eval.inception to '
           'convert it')
 
 
@@ -381,7 +382,8 @@ def file_sha256(path: str) -> str:
 
 
 def read_torch_weights(pth_path: str, check_hash: bool = True) -> dict[str, np.ndarray]:
-  """pytorch-fid's ``.pth`` -> our flat variables (reading it needs PyTorch)."""
+  """pytorch-fid's ``.pth`` -> our flat variables (read without PyTorch, by
+  ``wgan_jax.reference.pth``)."""
   if not os.path.isfile(pth_path):
     raise UserError(f'no FID Inception weights at {pth_path}: '
                     f'{download_help(pth_path)}.')
@@ -393,30 +395,17 @@ def read_torch_weights(pth_path: str, check_hash: bool = True) -> dict[str, np.n
           f'expected {PTH_SHA256[:16]}...; an interrupted download?): '
           f'{download_help(pth_path)}.')
   try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise UserError('converting the FID weights reads a PyTorch file: pip '
-                    'install torch (the CPU build is enough), then run python '
-                    '-m wgan_jax.inception again.') from e
-  try:
-    state_dict = torch.load(pth_path, map_location='cpu', weights_only=True)
-  except Exception as e:  # pylint: disable=broad-except  # any unreadable file
+    state_dict = pth.load_state_dict(pth_path)
+  except UserError as e:
     raise UserError(f'cannot read {pth_path} as a PyTorch weight file ({e}); '
-                    f'{download_help(pth_path)}.') from e
-  if not isinstance(state_dict, Mapping):
-    raise UserError(f'{pth_path} holds a {type(state_dict).__name__}, not a '
-                    f'state dict; {download_help(pth_path)}.')
-  return convert_state_dict(
-      {k: v.numpy() for k, v in state_dict.items() if hasattr(v, 'numpy')},
-      source=pth_path)
+                    f'{download_help(pth_path)}.') from None
+  return convert_state_dict(state_dict, source=pth_path)
 
 
 def save_weights(path: str, flat: Mapping[str, np.ndarray]) -> None:
   """Writes our flat variables as an uncompressed ``.npz`` (atomically)."""
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = f'{path}.tmp.npz'
-  np.savez(tmp, __format__=np.array(FORMAT), **flat)
-  os.replace(tmp, path)
+  files.write_atomic(path, lambda f: np.savez(f, __format__=np.array(FORMAT), **flat))
 
 
 def _check_flat(flat: Mapping[str, np.ndarray], path: str) -> None:
@@ -426,7 +415,7 @@ def _check_flat(flat: Mapping[str, np.ndarray], path: str) -> None:
   if wrong or len(flat) != len(expected):
     what = wrong[0] if wrong else 'extra entries'
     raise UserError(f'{path} does not hold the FID network ({what}); convert '
-                    f'the weights again: python -m wgan_jax.inception.')
+                    f'the weights again: python -m wgan_jax.eval.inception.')
 
 
 def load_weights(path: str | None = None, check_hash: bool = True):
@@ -453,10 +442,10 @@ def load_weights(path: str | None = None, check_hash: bool = True):
         flat = {k: data[k] for k in data.files}
     except (OSError, ValueError) as e:
       raise UserError(f'cannot read {path} as converted FID weights ({e}); '
-                      'convert them again: python -m wgan_jax.inception.') from e
+                      'convert them again: python -m wgan_jax.eval.inception.') from e
     if str(flat.pop('__format__', '')) != FORMAT:
       raise UserError(f'{path} is not a converted FID weight file of this '
-                      'version; convert it again: python -m wgan_jax.inception.')
+                      'version; convert it again: python -m wgan_jax.eval.inception.')
     _check_flat(flat, path)
   return traverse_util.unflatten_dict(
       {k: jnp.asarray(v) for k, v in flat.items()}, sep='/')
@@ -473,6 +462,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from wgan_jax import cli  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string('pth', None, f'pytorch-fid\'s {PTH_NAME} (default: '
                       f'{default_pth_path()}); get it from {PTH_URL}.')
   flags.DEFINE_string('out', None, 'Where to write the converted weights '

@@ -1,8 +1,8 @@
 """Runs wgan_jax and the PyTorch port of the reference side by side.
 
-Shared by ``tests/test_parity.py`` and ``experiments/parity_report.py``. Both
-sides start from the same weights (the torch port's, imported with
-``wgan_jax.torch_import``), see the same real batches and latents, and are
+Shared by ``tests/reference/test_parity.py`` and
+``experiments/parity_report.py`` (needs torch). Both sides start from the
+same weights (the torch port's, imported with ``wgan_jax.reference.importer``), see the same real batches and latents, and are
 compared after conversion to our layout. A deviation is
 ``max|ours - reference| / max|reference|`` over one array (its largest
 magnitude as the scale, so entries near zero do not blow it up), and the
@@ -17,13 +17,24 @@ import jax
 import numpy as np
 import torch
 
-from wgan_jax import configs, models, parallel, steps, torch_import
-from wgan_jax import reference_torch as ref
+from wgan_jax import configs, models, parallel, steps
+from wgan_jax.reference import importer as torch_import
+from wgan_jax.reference import torch_model as ref
 from wgan_jax.state import root_key
 
 # These nets are tiny: torch's thread pool only fights the other processes
 # (1.4 s per step instead of 15 ms on a busy 2-core machine).
 torch.set_num_threads(1)
+
+
+FORWARD_TOL = 1e-5
+# About twice the reference's own noise floor at its worst (4.1e-5): other
+# CPUs round differently.
+TRAIN_TOL = 1e-4
+# 30 critic steps and 6 generator steps: 7 critic steps in the warm-up
+# iteration and in the boosted 4th, 4 otherwise.
+SCHEDULE = dict(warmup_gen_iters=1, n_critic_warmup=7, n_critic=4, boost_every=4)
+MLP = dict(generator='mlp', critic='mlp', ngf=16, ndf=16)
 
 
 def make_config(**overrides):

@@ -1,0 +1,26 @@
+"""The one way files are written: to a temporary name beside the target, then
+``os.replace``d onto it, so a reader (or a run killed mid-write) never sees
+half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+def tmp_name(path: str) -> str:
+  """A temporary name beside ``path``, unique to this process."""
+  return f'{path}.tmp{os.getpid()}'
+
+
+def write_atomic(path: str, write, text: bool = False) -> None:
+  """Calls ``write(f)`` on a temporary file, then moves it onto ``path``."""
+  tmp = tmp_name(path)
+  try:
+    with open(tmp, 'w' if text else 'wb', **({'encoding': 'utf-8'} if text else {})) as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
