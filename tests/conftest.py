@@ -1,4 +1,5 @@
-"""Test set-up: four simulated CPU devices, so the pmap paths run for real.
+"""Test set-up: four simulated CPU devices, so the pmap paths run for real;
+the fixtures shared by the test modules.
 
 XLA reads the flag when jax is first imported, hence the top of conftest.
 """
@@ -14,10 +15,12 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
-from wgan_jax import configs  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+from wgan_jax import configs, parallel, steps  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def tiny_config(dataset='digits', **overrides):
+def _tiny_config(dataset='digits', **overrides):
   """A config small enough for a CPU test: 16px, narrow nets, short schedule."""
   config = configs.get_config(dataset)
   config.update(image_size=16, ngf=8, ndf=8, batch_size=8, nz=8,
@@ -34,3 +37,50 @@ def tiny_config(dataset='digits', **overrides):
 def devices():
   assert jax.device_count() == NUM_TEST_DEVICES, 'XLA_FLAGS was set too late'
   return jax.local_devices()
+
+
+@pytest.fixture(scope='session')
+def tiny_config():
+  """``tiny_config(dataset='digits', **overrides)``: a config small enough for
+  a CPU test (16px, narrow nets, short schedule)."""
+  return _tiny_config
+
+
+def _train_iterations(config, iteration, devices, state, source, num_iters):
+  """``num_iters`` generator iterations (with the config's critic schedule)
+  of ``state`` on ``devices``; returns the state and each one's metrics."""
+  p_state = parallel.replicate(state, devices)
+  consumed, history = 0, []
+  for i in range(num_iters):
+    n = steps.critic_iterations(i, config)
+    p_state, metrics = iteration(p_state, *source.batches(consumed, n))
+    consumed += n
+    history.append(jax.device_get(metrics))
+  return parallel.unreplicate(p_state), history
+
+
+@pytest.fixture(scope='session')
+def train_iterations():
+  """``train_iterations(config, iteration, devices, state, source, num_iters)``
+  -> (final state, each iteration's metrics)."""
+  return _train_iterations
+
+
+def _assert_states_close(a, b, rtol=1e-4, atol=1e-6):
+  for part in ('params', 'batch_stats', 'opt_state'):
+    for net in ('generator', 'critic'):
+      leaves_a = jax.tree.leaves(getattr(getattr(a, net), part))
+      leaves_b = jax.tree.leaves(getattr(getattr(b, net), part))
+      assert len(leaves_a) == len(leaves_b)
+      assert leaves_a or part == 'batch_stats'
+      for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol,
+                                   err_msg=f'{net}.{part}')
+  assert int(a.gen_iter) == int(b.gen_iter)
+
+
+@pytest.fixture(scope='session')
+def assert_states_close():
+  """``assert_states_close(a, b, rtol=1e-4, atol=1e-6)``: every parameter,
+  BatchNorm statistic and optimiser state of two WGANStates agree."""
+  return _assert_states_close

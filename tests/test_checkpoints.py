@@ -19,7 +19,6 @@ from wgan_jax import checkpoints, data as data_lib, generate, parallel, steps, t
 from wgan_jax.errors import UserError
 from wgan_jax.state import create_state, root_key
 
-from .conftest import tiny_config
 
 
 def _arrays(state):
@@ -48,7 +47,7 @@ CONFIG = dict(num_gen_iters=8, checkpoint_every=2, n_critic_warmup=160, boost_ev
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_config):
   """A finished 8-iteration run on the ring of Gaussians; checkpoints at 4, 6, 8."""
   config = tiny_config('gaussians8', **CONFIG)
   workdir = str(tmp_path_factory.mktemp('trained'))
@@ -216,7 +215,7 @@ def test_generate_is_reproducible_and_reads_any_checkpoint(trained, tmp_path):
     generate.generate(str(tmp_path / 'empty'), 10)
 
 
-def test_generate_writes_an_image_grid(tmp_path):
+def test_generate_writes_an_image_grid(tmp_path, tiny_config):
   from PIL import Image
   config = tiny_config()
   workdir = str(tmp_path / 'digits')
@@ -233,7 +232,7 @@ def test_generate_writes_an_image_grid(tmp_path):
     assert im.mode == 'L' and im.size == (4 * (2 + 5 * 18), 4 * (2 + 4 * 18))
 
 
-def _cli_flags(workdir):
+def _cli_flags(tiny_config, workdir):
   """The command line of tiny_config('gaussians8', **CONFIG), saving every iteration."""
   config = tiny_config('gaussians8', **CONFIG)
   names = ('image_size', 'ngf', 'ndf', 'nz', 'batch_size', 'num_gen_iters', 'n_critic',
@@ -264,7 +263,7 @@ def _run_and_kill(args, env, log, kill_when, timeout=240):
 
 
 def test_a_run_killed_at_any_moment_resumes_and_ends_as_an_uninterrupted_one(
-    trained, template, tmp_path):
+    trained, template, tmp_path, tiny_config):
   config, whole_dir, whole = trained
   workdir = tmp_path / 'run'
   folder = workdir / 'checkpoints'
@@ -285,7 +284,7 @@ def test_a_run_killed_at_any_moment_resumes_and_ends_as_an_uninterrupted_one(
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
          'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache'),
          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
-  args = _cli_flags(workdir)
+  args = _cli_flags(tiny_config, workdir)
   status, log = _run_and_kill(args, env, tmp_path / 'a.log', while_saving_after(2))
   assert status == -signal.SIGKILL, log
   first = listing()[0][-1]
@@ -322,7 +321,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_train_as_one_and_share_the_checkpoints(trained, template, tmp_path):
+def test_two_processes_train_as_one_and_share_the_checkpoints(trained, template, tmp_path, tiny_config):
   """Two processes of two CPU devices each = this process's four devices.
 
   Both resume from the one-process run's checkpoint of iteration 4 (written
@@ -333,7 +332,7 @@ def test_two_processes_train_as_one_and_share_the_checkpoints(trained, template,
   config, whole_dir, whole = trained
   workdir = tmp_path / 'run'
   shutil.copytree(os.path.join(whole_dir, 'checkpoints', '4'), workdir / 'checkpoints' / '4')
-  args = [*_cli_flags(workdir), '--checkpoint_every=2',
+  args = [*_cli_flags(tiny_config, workdir), '--checkpoint_every=2',
           f'--coordinator_address=localhost:{_free_port()}', '--num_processes=2']
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   procs = [subprocess.Popen([sys.executable, '-m', 'wgan_jax.train', *args,

@@ -12,7 +12,6 @@ from wgan_jax import evaluate, train
 from wgan_jax.eval import fid
 from wgan_jax.errors import UserError
 
-from .conftest import tiny_config
 
 
 def test_choose_steps():
@@ -40,7 +39,7 @@ def test_metric_set_follows_the_dataset():
 
 
 @pytest.fixture(scope='module')
-def ring_run(tmp_path_factory):
+def ring_run(tmp_path_factory, tiny_config):
   workdir = str(tmp_path_factory.mktemp('ring'))
   train.train(tiny_config('gaussians8', num_gen_iters=4, checkpoint_every=2), workdir)
   return workdir
@@ -79,7 +78,7 @@ def _stand_in(channels=1):
   return fid.FeatureExtractor(variables, 16, model=model)
 
 
-def test_fid_and_kid_of_an_image_run_with_cached_reference(tmp_path, monkeypatch):
+def test_fid_and_kid_of_an_image_run_with_cached_reference(tmp_path, monkeypatch, tiny_config):
   monkeypatch.setenv('WGAN_JAX_CACHE', str(tmp_path / 'cache'))
   workdir = str(tmp_path / 'digits')
   train.train(tiny_config('digits', num_gen_iters=1), workdir)

@@ -12,7 +12,6 @@ from wgan_jax import layers, models
 from wgan_jax.errors import UserError
 
 from wgan_jax.reference import torch_model as ref
-from .conftest import tiny_config
 
 
 def _count(tree) -> int:
@@ -184,7 +183,7 @@ def test_batchnorm_matches_pytorch_in_both_modes():
   np.testing.assert_allclose(y_eval, t_eval, rtol=1e-5, atol=1e-5)
 
 
-def test_factories_pick_models_and_refuse_bad_combinations():
+def test_factories_pick_models_and_refuse_bad_combinations(tiny_config):
   config = tiny_config()
   assert isinstance(models.make_generator(config, (16, 16, 1)), models.DCGANGenerator)
   assert isinstance(models.make_critic(config, (16, 16, 1)), models.DCGANCritic)

@@ -1,83 +1,55 @@
 """Data parallelism: N devices with global batch B compute what 1 device does."""
 
-import jax
 import numpy as np
 import pytest
 
-from wgan_jax import data as data_lib, parallel, state as state_lib, steps
+from wgan_jax import data as data_lib, parallel, state as state_lib
 from wgan_jax.errors import UserError
 
-from .conftest import tiny_config
 
 # Float32 sums over a split batch are added in another order; after several
 # RMSProp steps the parameters agree to this.
 RTOL, ATOL = 1e-4, 1e-6
 
 
-def _run(config, devices, num_iters=3):
+def _run(config, devices, train_iterations, num_iters=3):
   dataset = data_lib.get_dataset(config)
   state = state_lib.create_state(config, dataset.data_shape,
                                  state_lib.root_key(config),
                                  axis_name=parallel.AXIS)
   source = parallel.DeviceResidentSource(dataset, config.batch_size,
                                                config.seed, devices)
-  state, history = _train_iterations(config, parallel.TrainIteration(config, devices),
+  state, history = train_iterations(config, parallel.TrainIteration(config, devices),
                                      devices, state, source, num_iters)
   return state, [{k: float(v[0]) for k, v in m.items()} for m in history]
 
 
-def _train_iterations(config, iteration, devices, state, source, num_iters):
-  """``num_iters`` generator iterations (with the config's critic schedule)
-  of ``state`` on ``devices``; returns the state and each one's metrics."""
-  p_state = parallel.replicate(state, devices)
-  consumed, history = 0, []
-  for i in range(num_iters):
-    n = steps.critic_iterations(i, config)
-    p_state, metrics = iteration(p_state, *source.batches(consumed, n))
-    consumed += n
-    history.append(jax.device_get(metrics))
-  return parallel.unreplicate(p_state), history
-
-
-def _assert_states_close(a, b, rtol=RTOL, atol=ATOL):
-  for part in ('params', 'batch_stats', 'opt_state'):
-    for net in ('generator', 'critic'):
-      leaves_a = jax.tree.leaves(getattr(getattr(a, net), part))
-      leaves_b = jax.tree.leaves(getattr(getattr(b, net), part))
-      assert len(leaves_a) == len(leaves_b)
-      assert leaves_a or part == 'batch_stats'
-      for x, y in zip(leaves_a, leaves_b):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol,
-                                   err_msg=f'{net}.{part}')
-  assert int(a.gen_iter) == int(b.gen_iter)
-
-
 @pytest.mark.parametrize('dataset', ['digits', 'gaussians8'])
-def test_four_devices_equal_one_device(devices, dataset):
+def test_four_devices_equal_one_device(devices, dataset, tiny_config, train_iterations, assert_states_close):
   config = tiny_config(dataset, batch_size=16)
-  one, h_one = _run(config, devices[:1])
-  four, h_four = _run(config, devices)
-  _assert_states_close(one, four)
+  one, h_one = _run(config, devices[:1], train_iterations)
+  four, h_four = _run(config, devices, train_iterations)
+  assert_states_close(one, four)
   for m1, m4 in zip(h_one, h_four):
     for k in m1:
       np.testing.assert_allclose(m1[k], m4[k], rtol=RTOL, atol=ATOL, err_msg=k)
 
 
-def test_two_devices_with_batchnorm_everywhere(devices):
+def test_two_devices_with_batchnorm_everywhere(devices, tiny_config, train_iterations, assert_states_close):
   # Extra layers put BatchNorm in both nets at several depths.
   config = tiny_config(batch_size=8, n_extra_layers=1)
-  one, _ = _run(config, devices[:1], num_iters=2)
-  two, _ = _run(config, devices[:2], num_iters=2)
-  _assert_states_close(one, two)
+  one, _ = _run(config, devices[:1], train_iterations, num_iters=2)
+  two, _ = _run(config, devices[:2], train_iterations, num_iters=2)
+  assert_states_close(one, two)
 
 
 @pytest.mark.parametrize('mode', ['scan'])  # (unroll: the same program, not a default)
-def test_fused_iteration_equals_per_step_calls(devices, mode):
+def test_fused_iteration_equals_per_step_calls(devices, mode, tiny_config, train_iterations, assert_states_close):
   config = tiny_config(iteration_mode='steps')
-  reference, h_ref = _run(config, devices[:2], num_iters=2)
+  reference, h_ref = _run(config, devices[:2], train_iterations, num_iters=2)
   config.iteration_mode = mode
-  fused, h_fused = _run(config, devices[:2], num_iters=2)
-  _assert_states_close(reference, fused, rtol=1e-5, atol=1e-7)
+  fused, h_fused = _run(config, devices[:2], train_iterations, num_iters=2)
+  assert_states_close(reference, fused, rtol=1e-5, atol=1e-7)
   assert h_ref[-1].keys() == h_fused[-1].keys()
 
 

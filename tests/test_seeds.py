@@ -13,15 +13,13 @@ from wgan_jax import configs, data as data_lib, generate, parallel, train, write
 from wgan_jax import state as state_lib
 from wgan_jax.errors import UserError
 
-from .conftest import tiny_config
-from .test_parallel import _assert_states_close, _train_iterations
 
 # vmap batches the matrix products and convolutions of the seeds, which may
 # sum in another order; after a few steps the parameters agree to this.
 RTOL, ATOL = 1e-4, 1e-6
 
 
-def _seeded_vs_single(config, devices, num_seeds=2, num_iters=2):
+def _seeded_vs_single(train_iterations, config, devices, num_seeds=2, num_iters=2):
   dataset = data_lib.get_dataset(config)
   seeds = [config.seed + k for k in range(num_seeds)]
   keys = [jax.random.split(state_lib.root_key(train.seed_config(config, s)))[0]
@@ -32,7 +30,7 @@ def _seeded_vs_single(config, devices, num_seeds=2, num_iters=2):
                                    axis_name=parallel.AXIS)
   source = parallel.DeviceResidentSource(dataset, config.batch_size, seeds,
                                                devices)
-  seeded = _train_iterations(seeded_config,
+  seeded = train_iterations(seeded_config,
                              parallel.TrainIteration(seeded_config, devices),
                              devices, states, source, num_iters)
   iteration = parallel.TrainIteration(config, devices)  # one compile for both
@@ -42,12 +40,12 @@ def _seeded_vs_single(config, devices, num_seeds=2, num_iters=2):
     state = jax.tree.map(lambda x, k=k: x[k], states)
     source = parallel.DeviceResidentSource(dataset, config.batch_size, seed,
                                                  devices)
-    singles.append(_train_iterations(config, iteration, devices, state, source,
+    singles.append(train_iterations(config, iteration, devices, state, source,
                                      num_iters))
   return seeded, singles
 
 
-def test_initial_states_are_those_of_single_runs():
+def test_initial_states_are_those_of_single_runs(tiny_config):
   config = tiny_config('gaussians8')
   keys = [jax.random.key(s, impl=config.rng_impl) for s in (7, 8)]
   states = state_lib.create_states(config, (2,), jax.numpy.stack(keys))
@@ -57,12 +55,12 @@ def test_initial_states_are_those_of_single_runs():
                  serialization.to_state_dict(state_lib.create_state(config, (2,), key)))
 
 
-def test_each_seed_of_a_vmapped_run_is_the_single_run_of_its_seed(devices):
+def test_each_seed_of_a_vmapped_run_is_the_single_run_of_its_seed(devices, tiny_config, train_iterations, assert_states_close):
   # DCGAN nets with BatchNorm synchronised over two devices, under vmap.
   config = tiny_config(seed=3, n_critic=2, warmup_gen_iters=0)
-  (seeded, s_history), singles = _seeded_vs_single(config, devices[:2])
+  (seeded, s_history), singles = _seeded_vs_single(train_iterations, config, devices[:2])
   for k, (single, history) in enumerate(singles):
-    _assert_states_close(jax.tree.map(lambda x, k=k: x[k], seeded), single,
+    assert_states_close(jax.tree.map(lambda x, k=k: x[k], seeded), single,
                          rtol=RTOL, atol=ATOL)
     for s_metrics, metrics in zip(s_history, history):
       for name, value in metrics.items():
@@ -73,7 +71,7 @@ def test_each_seed_of_a_vmapped_run_is_the_single_run_of_its_seed(devices):
                          jax.tree.leaves(singles[1][0].critic.params)[0])
 
 
-def test_a_run_of_seeds_writes_and_resumes_each_seed_as_a_single_run(tmp_path):
+def test_a_run_of_seeds_writes_and_resumes_each_seed_as_a_single_run(tmp_path, tiny_config, assert_states_close):
   # WGAN-GP: each seed draws its own interpolates too.
   config = configs.get_config('gaussians8', 'wgan-gp')
   config.update({k: v for k, v in tiny_config('gaussians8').items()
@@ -102,7 +100,7 @@ def test_a_run_of_seeds_writes_and_resumes_each_seed_as_a_single_run(tmp_path):
     assert a.keys() == b.keys()
     for name in a:
       np.testing.assert_allclose(a[name], b[name], rtol=RTOL, atol=ATOL, err_msg=name)
-  _assert_states_close(jax.tree.map(lambda x: x[1], final), single, RTOL, ATOL)
+  assert_states_close(jax.tree.map(lambda x: x[1], final), single, RTOL, ATOL)
   samples, _ = generate.generate(str(seed_dir), 16)
   expected, _ = generate.generate(str(single_dir), 16)
   np.testing.assert_allclose(samples, expected, rtol=RTOL, atol=1e-5)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wgan_jax import data as data_lib, parallel, train, writers
+from wgan_jax import data as data_lib, train, writers
 from wgan_jax.errors import UserError
 
-from .conftest import tiny_config
 
 
 # One image and one point set: the CLI path is the same for the other
@@ -55,7 +54,7 @@ def test_cli_run_writes_every_output(tmp_path, dataset):
   assert saved['generator'] == ('dcgan' if dataset == 'digits' else 'mlp')
 
 
-def test_same_seed_same_run_and_another_seed_differs(tmp_path):
+def test_same_seed_same_run_and_another_seed_differs(tmp_path, tiny_config):
   runs = []
   for seed, name in ((0, 'a'), (0, 'b'), (1, 'c')):
     config = tiny_config('gaussians8', seed=seed)
@@ -65,7 +64,7 @@ def test_same_seed_same_run_and_another_seed_differs(tmp_path):
   assert runs[0] != runs[2]
 
 
-def test_digits_data_is_the_embedded_digits():
+def test_digits_data_is_the_embedded_digits(tiny_config):
   config = tiny_config(image_size=32, channels=3)
   data = data_lib.get_dataset(config)
   assert data.examples.shape == (1797, 32, 32, 3)
@@ -80,7 +79,7 @@ def test_digits_data_is_the_embedded_digits():
   assert abs(shrunk.mean() - original.mean()) < 0.02
 
 
-def test_toy_data_sits_on_its_modes():
+def test_toy_data_sits_on_its_modes(tiny_config):
   for name, mixture in data_lib.MIXTURES.items():
     points = data_lib.get_dataset(tiny_config(name)).examples
     dist = np.linalg.norm(points[:, None, :] - mixture.centers[None], axis=-1).min(1)
@@ -112,7 +111,7 @@ def test_epoch_sampler_covers_each_epoch_once():
     (dict(batch_size=6), 'does not divide over 4 devices'),
     (dict(dataset='gaussians8', generator='dcgan'), '--generator=mlp'),
 ])
-def test_bad_settings_are_user_errors(tmp_path, overrides, message):
+def test_bad_settings_are_user_errors(tmp_path, overrides, message, tiny_config):
   with pytest.raises(UserError, match=None) as info:
     train.train(tiny_config(**overrides), str(tmp_path))
   assert message in str(info.value)

@@ -29,91 +29,23 @@ def _loss_table() -> str:
       for loss, values in configs.LOSS_DEFAULTS.items())
 
 
-# One flag per config field a user is likely to set: (kind, field, help).
-CONFIG_FLAGS = (
-    ('string', 'dataset',
-     'Dataset: digits | stacked_digits | gaussians8 | gaussians25 | swissroll (embedded), a '
-     'tensorflow-datasets image dataset (celeb_a, cifar10, mnist, fashion_mnist, '
-     'lsun/bedroom, ...) or folder:PATH (every image under PATH)'),
-    ('string', 'data_dir',
-     "tensorflow-datasets' data_dir ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)"),
-    ('string', 'split', 'tensorflow-datasets split: train | test | train+test | all | ...'),
-    ('integer', 'image_size', 'Image height and width; a multiple of 16 for DCGAN models'),
-    ('integer', 'channels', "Image channels (1 grey, 3 colour); 0 keeps the dataset's"),
-    ('integer', 'crop',
-     'Side of the centred square cut from each image before resizing; 0 = the largest'),
-    ('string', 'cache_dir',
-     "Where decoded images are cached ('' = beside the data)"),
-    ('string', 'data_on_device',
-     'Keep the whole dataset on each device: auto (where it fits) | true | false'),
-    ('integer', 'batch_size', 'Global batch size, split over the devices'),
-    ('integer', 'nz', 'Size of the latent vector z'),
-    ('integer', 'ngf', 'Generator width'),
-    ('integer', 'ndf', 'Critic width'),
-    ('string', 'generator', 'Generator architecture: dcgan | mlp'),
-    ('string', 'critic', 'Critic architecture: dcgan | mlp'),
-    ('boolean', 'no_bn', 'DCGAN generator without BatchNorm (the reference\'s --noBN)'),
-    ('boolean', 'critic_bn', 'BatchNorm in the DCGAN critic'),
-    ('integer', 'n_extra_layers', 'Extra 3x3 conv layers in the DCGAN generator and critic'),
-    ('string', 'loss',
-     'Objective: wgan (weight clipping, Arjovsky et al. 2017) | wgan-gp (gradient '
-     'penalty, Gulrajani et al. 2017) | gan (the standard GAN: sigmoid '
-     'cross-entropy, non-saturating generator loss, DCGAN settings). Each sets '
-     'its paper\'s defaults for these options, unless they are given '
-     'explicitly (as flags or in --config): ' + _loss_table()),
-    ('float', 'lr_critic', 'Critic learning rate'),
-    ('float', 'lr_gen', 'Generator learning rate'),
-    ('string', 'optimizer', 'Optimiser: rmsprop | adam'),
-    ('float', 'beta1', 'Adam beta1'),
-    ('float', 'beta2', 'Adam beta2'),
-    ('float', 'clip', 'Clip critic weights to [-clip, clip]; 0 does not clip'),
-    ('float', 'gp_weight', 'wgan-gp: weight (lambda) of the gradient penalty'),
-    ('string', 'clip_when',
-     'Clip after each critic update (paper) or before each critic step (reference '
-     'code): after | before'),
-    ('integer', 'n_critic', 'Critic iterations per generator iteration'),
-    ('integer', 'n_critic_warmup',
-     'Critic iterations during warm-up and on every boost_every-th generator iteration'),
-    ('integer', 'warmup_gen_iters', 'Generator iterations that get n_critic_warmup'),
-    ('integer', 'boost_every',
-     'Every this many generator iterations the critic gets n_critic_warmup; 0 never'),
-    ('integer', 'num_gen_iters', 'Generator iterations to train'),
-    ('integer', 'seed', 'Random seed (initialisation, noise, data order)'),
-    ('integer', 'num_seeds',
-     'Train this many independent runs at once (seeds seed, seed + 1, ...; one '
-     'compile, vmapped), each with its own outputs in WORKDIR/seed_<seed>/'),
-    ('string', 'rng_impl',
-     'PRNG: rbg (fast, reproducible on one backend) | threefry2x32 (same numbers '
-     'on every backend)'),
-    ('integer', 'sample_every', 'Write a sample grid every this many generator iterations'),
-    ('integer', 'num_samples', 'Samples in each grid or scatter plot'),
-    ('integer', 'log_every', 'Fetch metrics from the devices every this many iterations'),
-    ('boolean', 'progress_bar', 'Show a progress bar'),
-    ('integer', 'checkpoint_every',
-     'Save a checkpoint every this many generator iterations and at the end; 0 '
-     'only at the end'),
-    ('integer', 'keep_checkpoints', 'Keep the newest this many checkpoints'),
-    ('integer', 'num_devices', 'Local devices to use; 0 uses all'),
-    ('string', 'convt_impl',
-     "Formulation of the generator's transposed convs (same numbers, different "
-     'speed): auto | subpixel | dilated'),
-    ('string', 'conv_impl',
-     "How the critic's strided convs' kernel gradient is computed (same numbers up "
-     'to rounding, different speed): auto (taps on CPU) | taps | xla'),
-    ('string', 'iteration_mode',
-     'How a generator iteration is compiled: auto | scan | unroll | steps'),
-    ('string', 'compute_dtype',
-     "The nets' arithmetic: float32 | bfloat16 (parameters, optimiser state, "
-     'BatchNorm statistics and losses stay float32; faster on GPUs and TPUs, '
-     'not on CPUs without bfloat16 units)'),
-    ('string', 'compilation_cache_dir',
-     "Keep compiled steps in this directory for later runs (jax's persistent "
-     "compilation cache); '' = off"),
-)
+# The flag kind of each type of config value (bool before int: a bool is an int).
+_KINDS = ((bool, flags.DEFINE_boolean), (int, flags.DEFINE_integer),
+          (float, flags.DEFINE_float), (str, flags.DEFINE_string))
 
 
-def _help(name: str, text: str) -> str:
-  """The help text with the default and any per-dataset preset values."""
+def _define(name: str, value, text: str, flag_values) -> None:
+  define = next(d for t, d in _KINDS if isinstance(value, t))
+  define(name, None, text, flag_values=flag_values)
+
+
+def _help(name: str) -> str:
+  """The field's comment in configs/default.py, with the default and any
+  per-dataset preset and per-loss values."""
+  text = configs.field_help()[name]
+  if name == 'loss':
+    text += '. Each sets its paper\'s defaults for these options, unless they are ' \
+        'given explicitly (as flags or in --config): ' + _loss_table()
   shown = [repr(DEFAULTS[name])]
   by_value: dict = {}
   for dataset, preset in configs.PRESETS.items():
@@ -127,46 +59,29 @@ def _help(name: str, text: str) -> str:
   losses = ''.join(
       f' --loss={" and ".join(names)} {"sets" if len(names) == 1 else "set"} {value!r}.'
       for value, names in by_loss.items())
-  return f'{text} (default: {"; ".join(shown)}).{losses}'
+  return f'{text.rstrip(".")} (default: {"; ".join(shown)}).{losses}'
 
 
 def define_config_flags(flag_values=FLAGS) -> None:
-  """--config plus one flag per field of CONFIG_FLAGS (None when not given)."""
+  """--config plus one flag per field of the default config (None when not
+  given), its help the field's comment in configs/default.py."""
   config_flags.DEFINE_config_file(
       'config', None, 'An ml_collections config file (a Python file with '
       'get_config(), see wgan_jax/configs/). Without it, configs/default.py plus '
       "the dataset's preset is used. --config.FIELD=VALUE overrides one field.",
       flag_values=flag_values)
-  for kind, name, text in CONFIG_FLAGS:
-    getattr(flags, f'DEFINE_{kind}')(name, None, _help(name, text),
-                                     flag_values=flag_values)
+  for name, value in DEFAULTS.items():
+    _define(name, value, _help(name), flag_values)
 
 
 def build_config(flag_values=FLAGS, base=None) -> ml_collections.ConfigDict:
-  """--config (or ``base``, or the default plus the dataset's preset), then
-  the loss's defaults for the fields neither the file nor a flag sets, then
-  the flags.
-
-  ``base`` is the config of a run being resumed: its options stay unless a
-  flag changes them (a flag that changes the loss brings that loss's defaults).
-  """
-  if flag_values.config is not None:
-    config = flag_values.config
-    config.unlock()
-    explicit = configs.explicit_fields(config)
-  elif base is not None:
-    config = ml_collections.ConfigDict(base.to_dict())
-    new_loss = flag_values['loss'].value not in (None, config.get('loss'))
-    explicit = set() if new_loss else set(config.keys())
-  else:
-    config = configs.get_config(flag_values.dataset or DEFAULTS.dataset)
-    explicit = set()
-  for _, name, _ in CONFIG_FLAGS:
-    value = flag_values[name].value
-    if value is not None:
-      config[name] = value
-      explicit.add(name)
-  return configs.apply_loss_defaults(config, explicit)
+  """The config the flags ask for (``configs.build``): --config (or ``base``,
+  the config of a run being resumed, or the default plus the dataset's
+  preset), the loss's defaults for the fields neither sets, then the flags
+  given explicitly."""
+  given = {name: flag_values[name].value for name in DEFAULTS.keys()
+           if flag_values[name].present}
+  return configs.build(file_config=flag_values.config, base=base, flags=given)
 
 
 def define_distributed_flags(flag_values=FLAGS) -> None:

@@ -22,7 +22,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-LOSSES = ('wgan', 'wgan-gp', 'gan')
+from wgan_jax import configs
+
+LOSSES = configs.CHOICES['loss'][0]
 
 
 def wasserstein_estimate(f_real, f_fake):

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from wgan_jax import configs
 from wgan_jax.errors import UserError
-
 from wgan_jax.layers import (BatchNorm, Conv4x4Stride2, ConvTranspose, conv_init,
                              torch_linear_bias_init, torch_linear_kernel_init)
 
@@ -169,16 +169,14 @@ class MLPCritic(nn.Module):
     return x.reshape(x.shape[0]).astype(jnp.float32)
 
 
-COMPUTE_DTYPES = ('float32', 'bfloat16')
+COMPUTE_DTYPES = configs.CHOICES['compute_dtype'][0]
 
 
 def compute_dtype(config):
   """The nets' arithmetic dtype (``config.compute_dtype``). Parameters,
   optimiser states, BatchNorm and the losses stay float32 either way."""
-  name = config.get('compute_dtype', 'float32')  # configs saved before the option
-  if name not in COMPUTE_DTYPES:
-    raise UserError(f'--compute_dtype={name!r}: choose {" or ".join(COMPUTE_DTYPES)}.')
-  return jnp.dtype(name)
+  # (.get: configs saved before the option)
+  return jnp.dtype(configs.check_choice('compute_dtype', config.get('compute_dtype', 'float32')))
 
 
 def make_generator(config, data_shape: Sequence[int],
@@ -193,7 +191,7 @@ def make_generator(config, data_shape: Sequence[int],
                           ngf=config.ngf, n_extra_layers=config.n_extra_layers,
                           use_bn=not config.no_bn, axis_name=axis_name,
                           convt_impl=config.convt_impl, dtype=dtype)
-  raise UserError(f'--generator={config.generator!r}: choose dcgan or mlp.')
+  raise configs.choice_error('generator', config.generator)
 
 
 def make_critic(config, data_shape: Sequence[int],
@@ -208,7 +206,7 @@ def make_critic(config, data_shape: Sequence[int],
                        n_extra_layers=config.n_extra_layers,
                        use_bn=config.critic_bn, axis_name=axis_name,
                        conv_impl=config.get('conv_impl', 'auto'), dtype=dtype)
-  raise UserError(f'--critic={config.critic!r}: choose dcgan or mlp.')
+  raise configs.choice_error('critic', config.critic)
 
 
 def _require_images(data_shape, which):

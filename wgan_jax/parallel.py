@@ -40,13 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from wgan_jax import pixels, steps
+from wgan_jax import configs, pixels, steps
 from wgan_jax.data import samplers
 from wgan_jax.errors import UserError
 from wgan_jax.state import WGANState
 
 AXIS = 'batch'
-MODES = ('auto', 'scan', 'unroll', 'steps')
+MODES = configs.CHOICES['iteration_mode'][0]
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -151,8 +151,7 @@ def shard_batches(batches: np.ndarray, num_devices: int,
 def resolve_mode(mode: str) -> str:
   """'auto': per-step calls on CPU (XLA runs convs inside a scan slowly
   there), one fused scan on accelerators."""
-  if mode not in MODES:
-    raise UserError(f'--iteration_mode={mode!r}: choose one of {", ".join(MODES)}.')
+  configs.check_choice('iteration_mode', mode)
   if mode == 'auto':
     return 'steps' if jax.default_backend() == 'cpu' else 'scan'
   return mode

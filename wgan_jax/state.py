@@ -12,8 +12,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from wgan_jax import models
-from wgan_jax.errors import UserError
+from wgan_jax import configs, models
 
 
 class TrainState(train_state.TrainState):
@@ -45,7 +44,7 @@ def make_optimizer(config, learning_rate: float) -> optax.GradientTransformation
     return optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, eps_in_sqrt=False)
   if config.optimizer == 'adam':
     return optax.adam(learning_rate, b1=config.beta1, b2=config.beta2, eps=1e-8)
-  raise UserError(f'--optimizer={config.optimizer!r}: choose rmsprop or adam.')
+  raise configs.choice_error('optimizer', config.optimizer)
 
 
 def root_key(config) -> jax.Array:

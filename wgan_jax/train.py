@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from wgan_jax import (checkpoints, cli, data, losses, models, parallel,
+from wgan_jax import (checkpoints, cli, configs, data, models, parallel,
                       runtime, steps, visualize, writers)
 from wgan_jax.errors import UserError
 from wgan_jax.state import WGANState, create_state, create_states, initial_randomness
@@ -28,45 +28,7 @@ from wgan_jax.state import WGANState, create_state, create_states, initial_rando
 FLAGS = flags.FLAGS
 
 
-def validate(config) -> None:
-  """Raises UserError for settings that cannot work, naming the fix."""
-  positive = ('batch_size', 'nz', 'ngf', 'ndf', 'n_critic', 'n_critic_warmup',
-              'sample_every', 'num_samples', 'log_every', 'keep_checkpoints')
-  for name in positive:
-    if config[name] <= 0:
-      raise UserError(f'--{name}={config[name]}: must be positive.')
-  for name in ('num_gen_iters', 'n_extra_layers', 'warmup_gen_iters',
-               'boost_every', 'channels', 'num_devices', 'checkpoint_every'):
-    if config[name] < 0:
-      raise UserError(f'--{name}={config[name]}: must not be negative.')
-  for name in ('lr_critic', 'lr_gen'):
-    if not config[name] > 0:
-      raise UserError(f'--{name}={config[name]}: must be positive.')
-  if not config.clip >= 0:
-    raise UserError(f'--clip={config.clip}: must be positive, or 0 not to clip.')
-  if not config.gp_weight >= 0:
-    raise UserError(f'--gp_weight={config.gp_weight}: must not be negative.')
-  if config.num_seeds < 1:
-    raise UserError(f'--num_seeds={config.num_seeds}: must be at least 1.')
-  if config.image_size <= 0:
-    raise UserError(f'--image_size={config.image_size}: must be positive.')
-  if 'dcgan' in (config.generator, config.critic) and (
-      config.image_size < 16 or config.image_size % 16):
-    raise UserError(
-        f'--image_size={config.image_size}: DCGAN models need a multiple of 16 '
-        '(16, 32, 64, 128, ...).')
-  for name, choices in (('generator', ('dcgan', 'mlp')), ('critic', ('dcgan', 'mlp')),
-                        ('optimizer', ('rmsprop', 'adam'))):
-    if config[name] not in choices:
-      raise UserError(f'--{name}={config[name]!r}: choose {" or ".join(choices)}.')
-  if config.rng_impl not in ('rbg', 'unsafe_rbg', 'threefry2x32'):
-    raise UserError(f'--rng_impl={config.rng_impl!r}: choose rbg or threefry2x32.')
-  if config.clip_when not in ('after', 'before'):
-    raise UserError(f'--clip_when={config.clip_when!r}: choose after or before.')
-  if config.loss not in losses.LOSSES:
-    raise UserError(f'--loss={config.loss!r}: choose {", ".join(losses.LOSSES)}.')
-  parallel.resolve_mode(config.iteration_mode)
-  models.compute_dtype(config)
+validate = configs.validate  # the one check of a config
 
 
 def prepare_workdir(workdir: str, samples: bool = True) -> None:

@@ -1,13 +1,10 @@
 """The side-by-side benchmark and the process settings it shares with training."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from wgan_jax import benchmark, runtime
+from wgan_jax import benchmark
 from wgan_jax.errors import UserError
 
 
@@ -74,52 +71,3 @@ def test_datasheet_peaks_match_device_names():
   assert benchmark.spec_peak('NVIDIA H100 PCIe')['tf32'] == 378.0
   assert benchmark.spec_peak('NVIDIA H200')['bfloat16'] == 989.4
   assert benchmark.spec_peak('cpu') is None
-
-
-def _run_python(code: str, **env) -> str:
-  env = {**{k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}, **env}
-  return subprocess.run([sys.executable, '-c', code], env=env, check=True,
-                        capture_output=True, text=True, timeout=120).stdout
-
-
-_FAULTS = '''
-import ctypes, ctypes.util, resource, threading
-from wgan_jax import runtime
-tuned = runtime.tune_malloc()
-libc = ctypes.CDLL(ctypes.util.find_library('c'))
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = (ctypes.c_void_p,)
-def churn():  # as XLA does: large scratch blocks from a worker thread
-  for _ in range(5):
-    block = libc.malloc(100 * 2**20)
-    ctypes.memset(block, 1, 100 * 2**20)
-    libc.free(block)
-t = threading.Thread(target=churn); t.start(); t.join()  # the first one faults
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-t = threading.Thread(target=churn); t.start(); t.join()
-print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-'''
-
-
-@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc only')
-def test_tuned_allocator_stops_refaulting_large_blocks():
-  tuned, faults = _run_python(_FAULTS).split()
-  assert tuned == 'True'
-  assert int(faults) < 2000  # untuned: 5 x 100 MB of fresh pages, 128,000 faults
-  tuned, faults = _run_python(_FAULTS, WGAN_JAX_TUNE_MALLOC='0').split()
-  assert tuned == 'False' and int(faults) > 100_000
-  tuned, _ = _run_python(_FAULTS, MALLOC_ARENA_MAX='2').split()
-  assert tuned == 'False'  # the user's own settings win
-
-
-def test_compilation_cache_keeps_compiled_steps(tmp_path):
-  code = f'''
-import jax, jax.numpy as jnp
-from wgan_jax import configs, runtime
-config = configs.get_config()
-config.compilation_cache_dir = {str(tmp_path / 'cache')!r}
-runtime.configure(config)
-print(float(jax.jit(lambda x: jnp.sin(x) * 2)(1.0)))
-'''
-  _run_python(code, JAX_PLATFORMS='cpu')
-  assert os.listdir(tmp_path / 'cache')

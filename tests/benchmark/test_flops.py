@@ -1,11 +1,12 @@
 """Model FLOP counts: known answers for products, convolutions and whole iterations."""
 
+import time
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from wgan_jax import benchmark, layers, models
+from wgan_jax import benchmark, layers
 from wgan_jax.benchmark import flops
 
 
@@ -64,6 +65,15 @@ def test_dcgan_iterations_match_the_quoted_sizes():
 
 def test_gemm_rate_times_the_product():
   calls = []
-  rate = flops.dense_gemm_rate(lambda: calls.append(1), lambda r: r, n=100, seconds=0.01)
-  assert rate > 0 and len(calls) >= 2  # a warm-up call, then timed ones
-  assert np.isfinite(flops.jax_gemm_rate(n=64, seconds=0.01))
+
+  def product():  # a "product" of n = 100 that takes at least 10 ms
+    calls.append(1)
+    time.sleep(0.01)
+
+  rate = flops.dense_gemm_rate(product, lambda r: r, n=100, seconds=0.05)
+  assert len(calls) >= 2  # a warm-up call, then timed ones
+  # 2 n^3 FLOP in the best (shortest) call: at most 10 ms' worth, and sleep
+  # never returns early; a loaded machine may stretch the best call to 40 ms.
+  assert 2e6 / 0.04 < rate <= 2e6 / 0.01
+  # A real product: a CPU core does at least a few MFLOP/s, nothing here 100 TFLOP/s.
+  assert 1e6 < flops.jax_gemm_rate(n=64, seconds=0.01) < 1e14

@@ -11,7 +11,6 @@ import pytest
 from wgan_jax import configs, data as data_lib, parallel, state as state_lib, steps
 from wgan_jax.errors import UserError
 
-from tests.conftest import tiny_config
 
 
 def _pixels(n=37, size=16, seed=0):
@@ -72,7 +71,7 @@ def test_errors_in_the_thread_reach_the_training_loop(devices):
   host.close()
 
 
-def test_training_on_host_fed_and_resident_pixels_is_the_same(devices):
+def test_training_on_host_fed_and_resident_pixels_is_the_same(devices, tiny_config):
   # MLP nets on the pixels: the same data path, a fraction of DCGAN's compile time.
   config = tiny_config(batch_size=8, generator='mlp', critic='mlp', ngf=16, ndf=16)
   devices = devices[:2]
@@ -94,7 +93,7 @@ def test_training_on_host_fed_and_resident_pixels_is_the_same(devices):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
 
 
-def test_data_on_device_auto_uses_the_devices_memory(devices):
+def test_data_on_device_auto_uses_the_devices_memory(devices, tiny_config):
   memory = parallel.device_memory(devices)
   assert memory > 2**20
   assert parallel.keep_on_device('auto', 1000, devices)
@@ -139,7 +138,7 @@ def test_stacked_digits_stack_three_independent_digits():
   np.testing.assert_array_equal(again, images[:10])
 
 
-def test_stacked_digits_is_an_embedded_dataset_of_three_channels():
+def test_stacked_digits_is_an_embedded_dataset_of_three_channels(tiny_config):
   # (uint8 pixels of 16x16x3 train like any others: see
   # test_training_on_host_fed_and_resident_pixels_is_the_same.)
   assert 'stacked_digits' in data_lib.EMBEDDED

@@ -15,10 +15,9 @@ from wgan_jax import data as data_lib, parallel
 from wgan_jax.data import images as images_lib
 from wgan_jax.errors import UserError
 
-from tests.conftest import tiny_config
 
 
-def _config(dataset, tmp_path, **overrides):
+def _config(tiny_config, dataset, tmp_path, **overrides):
   return tiny_config(dataset, data_dir=str(tmp_path / 'tfds'), **overrides)
 
 
@@ -30,8 +29,8 @@ def prepared_by_mock(monkeypatch):
 
 @pytest.mark.parametrize('name, channels', [
     ('celeb_a', 3), ('cifar10', 3), ('mnist', 1), ('fashion_mnist', 1), ('lsun/bedroom', 3)])
-def test_tfds_datasets_through_mock_data(tmp_path, prepared_by_mock, name, channels):
-  config = _config(name, tmp_path)
+def test_tfds_datasets_through_mock_data(tmp_path, prepared_by_mock, name, channels, tiny_config):
+  config = _config(tiny_config, name, tmp_path)
   with tfds.testing.mock_data(num_examples=6):
     data = data_lib.get_dataset(config)
     builder = tfds.builder(name)
@@ -106,9 +105,9 @@ def _write_celeba_files(data_dir, partitions=(0, 0, 0, 0, 1, 2)):
   return names
 
 
-def test_celeba_from_its_files_is_cropped_to_108_and_resized(tmp_path):
+def test_celeba_from_its_files_is_cropped_to_108_and_resized(tmp_path, tiny_config):
   _write_celeba_files(tmp_path / 'tfds')
-  config = _config('celeb_a', tmp_path)
+  config = _config(tiny_config, 'celeb_a', tmp_path)
   assert config.crop == 108
   data = data_lib.get_dataset(config)
   assert data.examples.shape == (6, 16, 16, 3) and data.examples.dtype == np.uint8
@@ -124,24 +123,24 @@ def test_celeba_from_its_files_is_cropped_to_108_and_resized(tmp_path):
   assert (data.examples[5].astype(int) - face)[1:7, 9:15].mean() == pytest.approx(-20,
                                                                                    abs=3)
   # Without the crop the largest centred square (178x178) shows the border.
-  wide = data_lib.get_dataset(_config('celeb_a', tmp_path, crop=0)).examples[0]
+  wide = data_lib.get_dataset(_config(tiny_config, 'celeb_a', tmp_path, crop=0)).examples[0]
   assert np.abs(wide[0, 8].astype(int) - BORDER).max() <= 12
 
 
-def test_celeba_splits_follow_the_partition_file(tmp_path):
+def test_celeba_splits_follow_the_partition_file(tmp_path, tiny_config):
   _write_celeba_files(tmp_path / 'tfds')
   sizes = {split: len(data_lib.get_dataset(
-      _config('celeb_a', tmp_path, split=split)).examples)
+      _config(tiny_config, 'celeb_a', tmp_path, split=split)).examples)
            for split in ('all', 'train', 'validation+test', 'test')}
   assert sizes == {'all': 6, 'train': 4, 'validation+test': 2, 'test': 1}
   with pytest.raises(UserError, match='--split=train'):
-    data_lib.get_dataset(_config('celeb_a', tmp_path, split='train[:50%]'))
+    data_lib.get_dataset(_config(tiny_config, 'celeb_a', tmp_path, split='train[:50%]'))
 
 
-def test_celeba_without_files_or_tensorflow_says_what_to_do(tmp_path, monkeypatch):
+def test_celeba_without_files_or_tensorflow_says_what_to_do(tmp_path, monkeypatch, tiny_config):
   monkeypatch.setattr(images_lib, 'have_tensorflow', lambda: False)
   with pytest.raises(UserError) as info:
-    data_lib.get_dataset(_config('celeb_a', tmp_path))
+    data_lib.get_dataset(_config(tiny_config, 'celeb_a', tmp_path))
   message = str(info.value)
   assert '\n' not in message
   for name in images_lib.CELEBA_FILES:
@@ -150,7 +149,7 @@ def test_celeba_without_files_or_tensorflow_says_what_to_do(tmp_path, monkeypatc
   assert 'pip install tensorflow' in message and '--dataset=folder:' in message
 
 
-def test_celeba_failed_download_says_which_files_to_put_where(tmp_path, monkeypatch):
+def test_celeba_failed_download_says_which_files_to_put_where(tmp_path, monkeypatch, tiny_config):
   from tensorflow_datasets.core.download import download_manager
 
   def refused(self, **kwargs):
@@ -162,7 +161,7 @@ def test_celeba_failed_download_says_which_files_to_put_where(tmp_path, monkeypa
   monkeypatch.setattr(images_lib, 'have_tensorflow', lambda: True)
   monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', refused)
   with pytest.raises(UserError) as info:
-    data_lib.get_dataset(_config('celeb_a', tmp_path))
+    data_lib.get_dataset(_config(tiny_config, 'celeb_a', tmp_path))
   message = str(info.value)
   assert '\n' not in message and 'could not download celeb_a' in message
   assert 'NonMatchingChecksumError' in message
@@ -170,7 +169,7 @@ def test_celeba_failed_download_says_which_files_to_put_where(tmp_path, monkeypa
   assert str(tmp_path / 'tfds' / 'downloads' / 'manual') in message
 
 
-def test_real_celeba_builder_on_fake_files(tmp_path, monkeypatch):
+def test_real_celeba_builder_on_fake_files(tmp_path, monkeypatch, tiny_config):
   """tfds' own CelebA builder prepares the fake files, and the pipeline reads
   what it wrote (array_record, no mock) as it reads the files directly.
 
@@ -182,7 +181,7 @@ def test_real_celeba_builder_on_fake_files(tmp_path, monkeypatch):
   from tensorflow_datasets.core.download import checksums
   data_dir = tmp_path / 'tfds'
   _write_celeba_files(data_dir)
-  direct = data_lib.get_dataset(_config('celeb_a', tmp_path)).examples
+  direct = data_lib.get_dataset(_config(tiny_config, 'celeb_a', tmp_path)).examples
   manual = data_dir / 'downloads' / 'manual'
   builder_cls = tfds.builder_cls('celeb_a')
   fakes = {url: dataclasses.replace(checksums.compute_url_info(manual / info.filename),
@@ -194,7 +193,7 @@ def test_real_celeba_builder_on_fake_files(tmp_path, monkeypatch):
       file_format='array_record',
       download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
   assert builder.info.splits['train'].num_examples == 4
-  via_tfds = data_lib.get_dataset(_config('celeb_a', tmp_path)).examples
+  via_tfds = data_lib.get_dataset(_config(tiny_config, 'celeb_a', tmp_path)).examples
   assert not np.shares_memory(direct, via_tfds)
   # tfds stores the examples in its own order: compare them as a set.
   order = lambda x: x[np.argsort(x.reshape(len(x), -1).mean(1))]  # pylint: disable=unnecessary-lambda-assignment
@@ -206,9 +205,9 @@ def test_real_celeba_builder_on_fake_files(tmp_path, monkeypatch):
     ('cifar', "Did you mean cifar10, cifar100"),
     ('lsun/bedrom', 'lsun has no such config; try lsun/bedroom'),
 ])
-def test_unknown_tfds_names_get_close_names(tmp_path, name, expected):
+def test_unknown_tfds_names_get_close_names(tmp_path, name, expected, tiny_config):
   with pytest.raises(UserError) as info:
-    data_lib.get_dataset(_config(name, tmp_path))
+    data_lib.get_dataset(_config(tiny_config, name, tmp_path))
   assert expected in str(info.value) and '\n' not in str(info.value)
 
 
@@ -239,7 +238,7 @@ def _make_folder(root):
   return 9  # images that can be read
 
 
-def test_folder_of_mixed_images(tmp_path, caplog, monkeypatch):
+def test_folder_of_mixed_images(tmp_path, caplog, monkeypatch, tiny_config):
   root = tmp_path / 'images'
   readable = _make_folder(root)
   monkeypatch.setattr(images_lib, 'CHUNK', 2)  # many chunks, in and out of the window
@@ -261,7 +260,7 @@ def test_folder_of_mixed_images(tmp_path, caplog, monkeypatch):
   assert abs(int(grey_data[8].mean()) - round(0.299 * 10 + 0.587 * 120 + 0.114 * 250)) <= 1
 
 
-def test_folder_errors_name_the_path(tmp_path):
+def test_folder_errors_name_the_path(tmp_path, tiny_config):
   missing = tmp_path / 'nowhere'
   with pytest.raises(UserError, match=f'--dataset=folder:{missing}: no such directory'):
     data_lib.get_dataset(tiny_config(f'folder:{missing}'))
@@ -277,7 +276,7 @@ def test_folder_errors_name_the_path(tmp_path):
 # The cache.
 
 def test_second_run_reads_the_cache_and_gives_the_same_batches(tmp_path, monkeypatch,
-                                                               devices):
+                                                               devices, tiny_config):
   root = tmp_path / 'images'
   _make_folder(root)
   config = tiny_config(f'folder:{root}', batch_size=4)
@@ -310,7 +309,7 @@ def test_second_run_reads_the_cache_and_gives_the_same_batches(tmp_path, monkeyp
   assert len(entries) == 4 and cache[0] not in entries, entries
 
 
-def test_unwritable_cache_keeps_the_images_in_memory(tmp_path, caplog):
+def test_unwritable_cache_keeps_the_images_in_memory(tmp_path, caplog, tiny_config):
   root = tmp_path / 'images'
   readable = _make_folder(root)
   blocker = tmp_path / 'a_file'

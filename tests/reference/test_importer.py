@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from wgan_jax import configs, layers, models, state as state_lib
-from wgan_jax.reference import importer, layouts, parity, pth
+from wgan_jax import configs, models, state as state_lib
+from wgan_jax.reference import importer, parity, pth
 from wgan_jax.errors import UserError
 
 from wgan_jax.reference import torch_model as ref

@@ -53,6 +53,10 @@ from wgan_jax.benchmark.settings import (BATCH_SIZE, CHANNELS, GEMM_SECONDS,  # 
                                          bench_data, parse_variant)
 from wgan_jax.errors import UserError
 
+__all__ = ['BATCH_SIZE', 'CHANNELS', 'GEMM_SECONDS', 'MODELS', 'N_CRITIC', 'SPEC_PEAK_TFLOPS',
+           'OursRunner', 'TorchRunner', 'Variant', 'Worker', 'bench_config', 'bench_data',
+           'benchmark_model', 'ceilings', 'parse_variant', 'run', 'spec_peak', 'table']
+
 # ---------------------------------------------------------------------------
 # Orchestration.
 

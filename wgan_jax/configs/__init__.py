@@ -1,18 +1,28 @@
-"""Configs: ``default.get_config()``, per-dataset presets, per-loss defaults.
+"""Configs: ``default.get_config()``, per-dataset presets, per-loss defaults,
+the one order in which they apply (``build``) and the one check (``validate``).
 
-``python -m wgan_jax.train --dataset=NAME --loss=LOSS`` starts from the
-default config, applies ``PRESETS[NAME]`` (if any), then
-``LOSS_DEFAULTS[LOSS]``, then the command-line flags. A ``--config`` file
-replaces the first two steps; the loss defaults then fill in only the fields
-the file leaves as they were (``explicit_fields``), so a flag or a field the
-file sets always wins over the loss's default.
+Precedence, lowest first (``build``): the default config, ``PRESETS[dataset]``
+(if any), ``LOSS_DEFAULTS[loss]``, a ``--config`` file (with its
+``--config.FIELD`` overrides), the flags given explicitly. A ``--config``
+file replaces the first two steps; the loss defaults then fill in only the
+fields the file leaves as they were (``explicit_fields``), so a flag or a
+field the file sets always wins over the loss's default. Resuming a run
+starts from its saved config instead, every field of it explicit.
+
+``field_help()`` reads each field's comment in ``default.py``: the help of
+its flag (``wgan_jax.cli`` defines one flag per field).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import re
+
 import ml_collections
 
 from wgan_jax.configs import default
+from wgan_jax.errors import UserError
 
 # 2-D data: the reference's MLP nets on points, sized as in the WGAN-GP
 # paper's toy experiments (latent size 2, width 512, batch 256).
@@ -105,3 +115,115 @@ def explicit_fields(config: ml_collections.ConfigDict) -> set[str]:
   return {name for name in config.keys()
           if name not in plain or (config[name] != plain[name]
                                    and config[name] != with_loss[name])}
+
+
+def build(dataset: str | None = None, *, file_config=None, base=None,
+          flags: dict | None = None) -> ml_collections.ConfigDict:
+  """The config of a run, in the precedence of the module docstring.
+
+  ``file_config``: a ``--config`` file's config (overrides included);
+  ``base``: the saved config of a run being resumed (its options stay unless
+  a flag changes them; a flag that changes the loss brings that loss's
+  defaults); ``flags``: the fields given explicitly on the command line.
+  ``dataset`` (default: the flags' or the default's) picks the preset when
+  neither of the other two is given.
+  """
+  flags = dict(flags or {})
+  if file_config is not None:
+    config = file_config
+    config.unlock()
+    explicit = explicit_fields(config)
+  elif base is not None:
+    config = ml_collections.ConfigDict(base.to_dict())
+    new_loss = flags.get('loss', config.get('loss')) != config.get('loss')
+    explicit = set() if new_loss else set(config.keys())
+  else:
+    config = get_config(flags.get('dataset') or dataset)
+    explicit = set()
+  for name, value in flags.items():
+    config[name] = value
+    explicit.add(name)
+  return apply_loss_defaults(config, explicit)
+
+
+@functools.lru_cache(maxsize=None)
+def field_help() -> dict[str, str]:
+  """{field: its comment in ``default.get_config``} (the line's own comment,
+  else the comment lines just above it; ``# --- Section ---`` lines are not
+  help)."""
+  helps, pending = {}, []
+  for line in inspect.getsource(default.get_config).splitlines():
+    line = line.strip()
+    if line.startswith('#'):
+      text = line[1:].strip()
+      pending = [] if text.startswith('---') else [*pending, text]
+      continue
+    match = re.match(r'c\.(\w+) = .*?(?:  # (.*))?$', line)
+    if match:
+      helps[match.group(1)] = match.group(2) or ' '.join(pending)
+    pending = []
+  return helps
+
+
+# The fields that take one of a few values: (values, how a message lists them).
+CHOICES = {
+    'loss': (('wgan', 'wgan-gp', 'gan'), 'wgan, wgan-gp, gan'),
+    'generator': (('dcgan', 'mlp'), 'dcgan or mlp'),
+    'critic': (('dcgan', 'mlp'), 'dcgan or mlp'),
+    'optimizer': (('rmsprop', 'adam'), 'rmsprop or adam'),
+    'rng_impl': (('rbg', 'unsafe_rbg', 'threefry2x32'), 'rbg or threefry2x32'),
+    'clip_when': (('after', 'before'), 'after or before'),
+    'iteration_mode': (('auto', 'scan', 'unroll', 'steps'),
+                       'one of auto, scan, unroll, steps'),
+    'compute_dtype': (('float32', 'bfloat16'), 'float32 or bfloat16'),
+}
+
+
+def choice_error(name: str, value) -> UserError:
+  """The error for ``--name=value`` outside ``CHOICES[name]``."""
+  return UserError(f'--{name}={value!r}: choose {CHOICES[name][1]}.')
+
+
+def check_choice(name: str, value):
+  """``value`` if ``CHOICES[name]`` allows it; else raises ``choice_error``."""
+  if value not in CHOICES[name][0]:
+    raise choice_error(name, value)
+  return value
+
+
+_POSITIVE = ('batch_size', 'nz', 'ngf', 'ndf', 'n_critic', 'n_critic_warmup',
+             'sample_every', 'num_samples', 'log_every', 'keep_checkpoints')
+_NOT_NEGATIVE = ('num_gen_iters', 'n_extra_layers', 'warmup_gen_iters',
+                 'boost_every', 'channels', 'num_devices', 'checkpoint_every')
+
+
+def validate(config) -> None:
+  """Raises UserError for settings that cannot work, naming the fix (the one
+  check of a config: training runs it first, the factories use its
+  ``check_choice``)."""
+  for name in _POSITIVE:
+    if config[name] <= 0:
+      raise UserError(f'--{name}={config[name]}: must be positive.')
+  for name in _NOT_NEGATIVE:
+    if config[name] < 0:
+      raise UserError(f'--{name}={config[name]}: must not be negative.')
+  for name in ('lr_critic', 'lr_gen'):
+    if not config[name] > 0:
+      raise UserError(f'--{name}={config[name]}: must be positive.')
+  if not config.clip >= 0:
+    raise UserError(f'--clip={config.clip}: must be positive, or 0 not to clip.')
+  if not config.gp_weight >= 0:
+    raise UserError(f'--gp_weight={config.gp_weight}: must not be negative.')
+  if config.num_seeds < 1:
+    raise UserError(f'--num_seeds={config.num_seeds}: must be at least 1.')
+  if config.image_size <= 0:
+    raise UserError(f'--image_size={config.image_size}: must be positive.')
+  if 'dcgan' in (config.generator, config.critic) and (
+      config.image_size < 16 or config.image_size % 16):
+    raise UserError(
+        f'--image_size={config.image_size}: DCGAN models need a multiple of 16 '
+        '(16, 32, 64, 128, ...).')
+  for name in ('generator', 'critic', 'optimizer', 'rng_impl', 'clip_when', 'loss',
+               'iteration_mode'):
+    check_choice(name, config[name])
+  check_choice('compute_dtype', config.get('compute_dtype', 'float32'))
