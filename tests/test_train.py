@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wgan_jax import data as data_lib, train, writers
+from wgan_jax import train, writers
 from wgan_jax.errors import UserError
 
 
@@ -62,41 +62,6 @@ def test_same_seed_same_run_and_another_seed_differs(tmp_path, tiny_config):
     runs.append(writers.read_metrics(str(tmp_path / name / 'metrics.jsonl')))
   assert runs[0] == runs[1]
   assert runs[0] != runs[2]
-
-
-def test_digits_data_is_the_embedded_digits(tiny_config):
-  config = tiny_config(image_size=32, channels=3)
-  data = data_lib.get_dataset(config)
-  assert data.examples.shape == (1797, 32, 32, 3)
-  assert data.examples.dtype == np.float32
-  assert data.examples.min() == -1.0 and data.examples.max() == pytest.approx(1.0)
-  np.testing.assert_array_equal(data.examples[..., 0], data.examples[..., 2])
-  # Shrunk back to 8x8, the images are scikit-learn's (0..16 -> -1..1).
-  from sklearn.datasets import load_digits
-  original = load_digits().images / 8.0 - 1.0
-  shrunk = data.examples[..., 0].reshape(1797, 8, 4, 8, 4).mean(axis=(2, 4))
-  assert np.corrcoef(shrunk.ravel(), original.ravel())[0, 1] > 0.97
-  assert abs(shrunk.mean() - original.mean()) < 0.02
-
-
-def test_toy_data_sits_on_its_modes(tiny_config):
-  for name, mixture in data_lib.MIXTURES.items():
-    points = data_lib.get_dataset(tiny_config(name)).examples
-    dist = np.linalg.norm(points[:, None, :] - mixture.centers[None], axis=-1).min(1)
-    assert np.all(dist < 6 * mixture.std), name
-  roll = data_lib.get_dataset(tiny_config('swissroll')).examples
-  assert roll.shape == (data_lib.TOY_SIZE, 2) and np.abs(roll).max() < 3
-
-
-def test_epoch_sampler_covers_each_epoch_once():
-  sampler = data_lib.EpochSampler(10, 3, seed=5)
-  batches = sampler.indices(0, 6)  # 3 batches per epoch; the 10th example is dropped
-  for epoch in (batches[:3], batches[3:]):
-    assert len(set(epoch.ravel())) == 9
-  assert not np.array_equal(batches[:3], batches[3:])
-  np.testing.assert_array_equal(sampler.indices(4, 2), batches[4:6])
-  with pytest.raises(UserError, match='larger than the dataset'):
-    data_lib.EpochSampler(10, 11, seed=0)
 
 
 @pytest.mark.parametrize('overrides, message', [

@@ -29,6 +29,7 @@ def test_both_sides_get_the_steady_state_reference_settings():
 
 
 def test_tiny_side_by_side_run_reports_every_figure(mlp_iteration_flops):
+  pytest.importorskip('torch')  # the reference's side
   # MLPs: the least to compile.
   spec = dict(image_size=16, generator='mlp', critic='mlp', ngf=16, ndf=16, nz=8,
               batch_size=8)

@@ -11,14 +11,16 @@ import sys
 import jax
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from flax import traverse_util
 
 from wgan_jax.eval import inception
 from wgan_jax.errors import UserError
 
-from . import torch_fid_inception as tfi
+torch = pytest.importorskip('torch')
+
+import torch.nn.functional as F  # noqa: E402  pylint: disable=wrong-import-position
+
+from . import torch_fid_inception as tfi  # noqa: E402  pylint: disable=wrong-import-position
 
 # pytorch-fid's pt_inception-2015-12-05-6726825d.pth is 95,628,359 bytes.
 REAL_FILE_BYTES = 95_628_359

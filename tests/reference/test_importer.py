@@ -9,13 +9,15 @@ import zipfile
 import jax
 import numpy as np
 import pytest
-import torch
 
 from wgan_jax import configs, models, state as state_lib
-from wgan_jax.reference import importer, parity, pth
 from wgan_jax.errors import UserError
+from wgan_jax.reference import importer, pth
 
-from wgan_jax.reference import torch_model as ref
+torch = pytest.importorskip('torch')
+
+from wgan_jax.reference import parity  # noqa: E402  pylint: disable=wrong-import-position
+from wgan_jax.reference import torch_model as ref  # noqa: E402  pylint: disable=wrong-import-position
 
 # ---------------------------------------------------------------------------
 # Reading .pth files.

@@ -1,0 +1,83 @@
+"""Layers: every conv formulation and BatchNorm against PyTorch and each other."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wgan_jax import layers
+
+torch = pytest.importorskip('torch')
+
+
+@pytest.mark.parametrize('impl', ['subpixel', 'dilated', 'auto'])
+@pytest.mark.parametrize('stride', [1, 2])
+def test_conv_transpose_equals_pytorch(impl, stride):
+  rng = np.random.default_rng(0)
+  hw = 1 if stride == 1 else 5
+  x = rng.standard_normal((3, hw, hw, 6)).astype(np.float32)
+  # 'auto' has another formulation for outputs of up to 4 channels.
+  layer = layers.ConvTranspose(3 if impl == 'auto' else 7, stride, impl=impl)
+  variables = layer.init(jax.random.PRNGKey(0), x)
+  kernel = np.array(variables['params']['kernel'])
+  ours = np.asarray(layer.apply(variables, x))
+  theirs = torch.nn.functional.conv_transpose2d(
+      torch.from_numpy(x).permute(0, 3, 1, 2),
+      torch.from_numpy(kernel).permute(2, 3, 0, 1), stride=stride,
+      padding=0 if stride == 1 else 1).permute(0, 2, 3, 1).numpy()
+  assert ours.shape == theirs.shape
+  np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_conv_transpose_formulations_have_equal_gradients():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.standard_normal((2, 4, 4, 5)).astype(np.float32))
+  kernel = jnp.asarray(rng.standard_normal((4, 4, 5, 3)).astype(np.float32))
+  grads = [jax.jit(jax.grad(lambda k, x: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))(
+      kernel, x) for f in (layers.conv_transpose_subpixel, layers.conv_transpose_dilated,
+                           layers.conv_transpose_mixed)]
+  for other in grads[1:]:
+    for a, b in zip(grads[0], other):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_matches_pytorch_in_both_modes():
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal((6, 3, 3, 4)).astype(np.float32) * 3 + 1
+  bn = layers.BatchNorm()
+  variables = bn.init(jax.random.PRNGKey(0), x, use_running_average=False)
+  t_bn = torch.nn.BatchNorm2d(4)
+  with torch.no_grad():
+    t_bn.weight.copy_(torch.from_numpy(np.array(variables['params']['scale'])))
+  t_x = torch.from_numpy(x).permute(0, 3, 1, 2)
+  for _ in range(2):  # two updates of the running statistics
+    y, mutated = bn.apply(variables, x, use_running_average=False,
+                          mutable=['batch_stats'])
+    variables = {**variables, **mutated}
+    t_y = t_bn.train()(t_x).permute(0, 2, 3, 1).detach().numpy()
+    np.testing.assert_allclose(y, t_y, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(variables['batch_stats']['mean'],
+                             t_bn.running_mean.numpy(), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(variables['batch_stats']['var'],
+                             t_bn.running_var.numpy(), rtol=1e-6)
+  y_eval = bn.apply(variables, x, use_running_average=True)
+  t_eval = t_bn.eval()(t_x).permute(0, 2, 3, 1).detach().numpy()
+  np.testing.assert_allclose(y_eval, t_eval, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('channels', [3, 6])  # the patch-matrix and per-tap paths
+def test_strided_conv_taps_gradient_equals_xla(channels):
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal((2, 8, 8, channels)).astype(np.float32))
+  kernel = jnp.asarray(rng.standard_normal((4, 4, channels, 5)).astype(np.float32))
+  results = [jax.jit(jax.value_and_grad(lambda k, x: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))(
+      kernel, x) for f in (layers.conv_stride2, layers.conv_stride2_taps)]
+  (value_a, grads_a), (value_b, grads_b) = results
+  np.testing.assert_allclose(value_a, value_b, rtol=1e-6)
+  for a, b in zip(grads_a, grads_b):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  theirs = torch.nn.functional.conv2d(
+      torch.from_numpy(np.array(x)).permute(0, 3, 1, 2),
+      torch.from_numpy(np.array(kernel)).permute(3, 2, 0, 1), stride=2, padding=1)
+  np.testing.assert_allclose(layers.conv_stride2_taps(x, kernel),
+                             theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
