@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from wgan_jax import checkpoints, cli, data, generate, pixels
+from wgan_jax import checkpoints, cli, data, models, pixels
 from wgan_jax.eval import fid, metrics
 from wgan_jax.errors import UserError
 
@@ -132,7 +132,7 @@ def evaluate(workdir: str, metric: str = 'auto', which: str = 'newest',
   records = []
   for step in steps:
     restored = reader.generator(step)
-    sample = generate.sampler(restored)
+    sample = models.sampler(restored.config, restored.data_shape, restored.variables)
     key = jax.random.key(seed, impl=restored.config.rng_impl)
     if wanted == ('samples',):
       n = num_samples or metrics.NUM_SAMPLES[config.dataset]

@@ -21,7 +21,6 @@ import math
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -33,21 +32,8 @@ FORMATS = ('.png', '.npy')
 
 
 def sampler(restored: checkpoints.Generator):
-  """``sample(key, n) -> (n, *data_shape)`` samples of a checkpoint's generator,
-  on the device: latents N(0, 1) from ``key``, run in batches of the training
-  batch size (the last one filled up with extra latents, then dropped)."""
-  config = restored.config
-  apply = models.generator_fn(config, restored.data_shape)
-  batch = config.batch_size
-  variables = jax.device_put(restored.variables)
-
-  def sample(key, n: int):
-    padded = -(-n // batch) * batch
-    latents = jax.random.normal(key, (padded, config.nz), jnp.float32)
-    chunks = [apply(variables, latents[i:i + batch]) for i in range(0, padded, batch)]
-    return jnp.concatenate(chunks)[:n]
-
-  return sample
+  """``sample(key, n)``: samples of a checkpoint's generator (``models.sampler``)."""
+  return models.sampler(restored.config, restored.data_shape, restored.variables)
 
 
 def generate(workdir: str, num: int, seed: int = 0,

@@ -229,3 +229,21 @@ def generator_fn(config, data_shape: Sequence[int]):
     return out
 
   return sample
+
+
+def sampler(config, data_shape: Sequence[int], variables):
+  """``sample(key, n) -> (n, *data_shape)`` samples of the generator with
+  ``variables``, on the device: latents N(0, 1) from ``key``, run through
+  ``generator_fn`` in batches of the training batch size (the last one filled
+  up with extra latents, then dropped)."""
+  apply = generator_fn(config, data_shape)
+  batch = config.batch_size
+  variables = jax.device_put(variables)
+
+  def sample(key, n: int):
+    padded = -(-n // batch) * batch
+    latents = jax.random.normal(key, (padded, config.nz), jnp.float32)
+    chunks = [apply(variables, latents[i:i + batch]) for i in range(0, padded, batch)]
+    return jnp.concatenate(chunks)[:n]
+
+  return sample
