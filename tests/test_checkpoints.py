@@ -20,7 +20,6 @@ from wgan_jax.errors import UserError
 from wgan_jax.state import create_state, root_key
 
 
-
 def _arrays(state):
   return jax.device_get(serialization.to_state_dict(state))
 

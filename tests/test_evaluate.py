@@ -13,7 +13,6 @@ from wgan_jax.eval import fid
 from wgan_jax.errors import UserError
 
 
-
 def test_choose_steps():
   assert evaluate.choose_steps([2, 4, 6], 'newest') == [6]
   assert evaluate.choose_steps([2, 4, 6], 'all') == [2, 4, 6]

@@ -58,11 +58,11 @@ def root_key(config) -> jax.Array:
   return jax.random.key(config.seed, impl=config.rng_impl)
 
 
-
 def initial_randomness(config):
   """(the key that initialises the networks, the fixed noise of the sample grids)."""
   init_key, noise_key = jax.random.split(root_key(config))
   return init_key, jax.random.normal(noise_key, (config.num_samples, config.nz))
+
 
 def create_state(config, data_shape: Sequence[int], rng: jax.Array,
                  axis_name: str | None = None) -> WGANState:

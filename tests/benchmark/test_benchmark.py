@@ -8,7 +8,6 @@ from wgan_jax import benchmark
 from wgan_jax.errors import UserError
 
 
-
 def test_variants_parse_and_refuse_mistakes():
   v = benchmark.parse_variant("fast: iteration_mode=unroll xla_flags='--a=1 --b=2'")
   assert v == benchmark.Variant('fast', 'ours', (('iteration_mode', 'unroll'),),

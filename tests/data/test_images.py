@@ -16,7 +16,6 @@ from wgan_jax.data import images as images_lib
 from wgan_jax.errors import UserError
 
 
-
 def _config(tiny_config, dataset, tmp_path, **overrides):
   return tiny_config(dataset, data_dir=str(tmp_path / 'tfds'), **overrides)
 

@@ -15,6 +15,7 @@ import pytest
 from wgan_jax import data as data_lib
 from wgan_jax.eval import classifier as classifier_lib, metrics
 
+
 @pytest.fixture(scope='module')
 def classifier():
   return classifier_lib.digits_classifier(16)
