@@ -317,7 +317,7 @@ def main(argv):
     summary = {k: (f'{v["mean"]:.4g} ± {v["std"]:.2g}' if isinstance(v, dict) else
                    [round(x, 3) for x in v]) for k, v in r['summary'].items()}
     print(f'{r["name"]:28s} {summary}')
-  print(f'{path}, {result["figure"]}; {result["wall_seconds"]:.0f} s on {result["machine"]}')
+  print(f'{path}, {result["figure"]}; {result["wall_seconds"]:.0f} s on {runtime.machine_text(result["machine"])}')
 
 
 if __name__ == '__main__':

@@ -9,6 +9,8 @@ import json
 import os
 import sys
 
+from wgan_jax import runtime
+
 MEASURES = {
     'modes': 'modes covered', 'high_quality': 'high-quality share', 'w1': 'W1',
     'fd': 'Fréchet distance', 'kid': 'KID', 'class_kl': 'class KL', 'mode_kl': 'mode KL',
@@ -45,7 +47,7 @@ def table(result: dict) -> str:
         f'{d}: {text}' for d, text in floors.items()) + '.')
   wall = result.get('wall_seconds') or 0
   took = f'; the command took {wall / 60:.0f} min' if wall > 1 else ''
-  return '\n'.join(lines) + '\n' + note + f'\n\n{result["machine"]}{took}.\n'
+  return '\n'.join(lines) + '\n' + note + f'\n\n{runtime.machine_text(result["machine"])}{took}.\n'
 
 
 

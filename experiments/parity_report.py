@@ -126,7 +126,7 @@ def main(argv):
   path = os.path.join(_OUT.value, 'parity.json')
   with open(path, 'w', encoding='utf-8') as f:
     json.dump(report, f, indent=2)
-  print(f'{report["machine"]}; {report["seconds"]} s. Written to {path}.')
+  print(f'{runtime.machine_text(report["machine"])}; {report["seconds"]} s. Written to {path}.')
 
 
 if __name__ == '__main__':

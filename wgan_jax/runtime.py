@@ -114,3 +114,15 @@ def machine(devices: bool = False) -> dict:
                       f'({jax.default_backend()})')
     out['load_average_1_5_15min'] = os.getloadavg()
   return out
+
+
+def machine_text(machine) -> str:
+  """One line for a ``machine()`` record (older records, already text, as they are)."""
+  if isinstance(machine, str):
+    return machine
+  text = f'{machine["cpu"]}, {machine["cores"]} cores, jax {machine["jax"]}'
+  if machine.get('devices'):
+    text += f' on {machine["devices"]}'
+  if machine.get('torch'):
+    text += f', torch {machine["torch"]}'
+  return text
