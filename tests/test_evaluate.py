@@ -63,7 +63,7 @@ def test_every_checkpoint_of_a_toy_run_gets_the_toy_measures(ring_run):
 
 
 class StandIn(nn.Module):
-  """A tiny image network in place of Inception (see tests/test_fid.py)."""
+  """A tiny image network in place of Inception (see tests/eval/test_fid.py)."""
 
   @nn.compact
   def __call__(self, images):

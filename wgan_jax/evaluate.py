@@ -8,12 +8,12 @@ For each chosen checkpoint of ``--workdir`` (the newest by default) it draws
 samples from the generator and measures them:
 
 * ``--metric=auto`` (the default): the embedded datasets' own measures
-  (``wgan_jax.metrics``): modes covered, high-quality share and exact W1 on the
+  (``wgan_jax.eval.metrics``): modes covered, high-quality share and exact W1 on the
   2-D sets; a digits classifier's Frechet distance, KID and class histogram
   on digits; modes covered and KL on stacked digits. Every other dataset: FID
   and KID.
 * ``--metric=fid``, ``kid`` or ``fid,kid``: the standard Inception network's
-  (``wgan_jax.fid``; its weights are set up once, see the README). The real
+  (``wgan_jax.eval.fid``; its weights are set up once, see the README). The real
   images' statistics are computed once and cached; generated images go to the
   network batch by batch on the device.
 

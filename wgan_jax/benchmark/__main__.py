@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import sys
 
+from wgan_jax import benchmark
 from wgan_jax.benchmark import (BATCH_SIZE, MODELS, Variant, ceilings, parse_variant, run,
                                 table)
 from wgan_jax.errors import UserError
+
+__doc__ = benchmark.__doc__  # what --help shows
 
 
 def main(argv):

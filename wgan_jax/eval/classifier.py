@@ -3,7 +3,7 @@
 * ``digits``: a small classifier (``DigitsNet``) trained here on scikit-learn's
   digits (a fixed, stratified two-thirds: ``digits_split``), its accuracy
   measured on the held-out third. Its 128-d penultimate features give the
-  Frechet distance and KID (``wgan_jax.fid``'s estimators) against the
+  Frechet distance and KID (``wgan_jax.eval.fid``'s estimators) against the
   held-out digits; its predictions give the class histogram and its KL
   divergence to uniform (0: balanced; log 10: one class only).
 * ``stacked_digits``: each channel classified apart, giving a mode
@@ -229,7 +229,7 @@ KID_SUBSETS = 20  # the held-out digits are fewer than 1000: each subset is most
 
 def feature_distances(features, reference, seed: int = 0) -> dict[str, float]:
   """Frechet distance and KID (mean and std over ``KID_SUBSETS`` subsets) of
-  two feature sets, with ``wgan_jax.fid``'s estimators: ``{'fd', 'kid',
+  two feature sets, with ``wgan_jax.eval.fid``'s estimators: ``{'fd', 'kid',
   'kid_std'}``."""
   mu, sigma = fid.mean_and_covariance(features)
   mu_ref, sigma_ref = fid.mean_and_covariance(reference)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from wgan_jax import configs, models, parallel, steps
-from wgan_jax.reference import importer as torch_import
+from wgan_jax.reference import importer
 from wgan_jax.reference import torch_model as ref
 from wgan_jax.state import root_key
 
@@ -114,8 +114,8 @@ def forward_deviations(config, seed=0, batch=4) -> dict[str, float]:
           buf.copy_(torch.from_numpy(rng.normal(0, 0.5, buf.shape).astype(np.float32)))
         elif name.endswith('running_var'):
           buf.copy_(torch.from_numpy(rng.uniform(0.5, 2, buf.shape).astype(np.float32)))
-  g_vars = torch_import.generator_variables(state_dict(net_g), config, data_shape)
-  d_vars = torch_import.critic_variables(state_dict(net_d), config, data_shape)
+  g_vars = importer.generator_variables(state_dict(net_g), config, data_shape)
+  d_vars = importer.critic_variables(state_dict(net_d), config, data_shape)
   generator = models.make_generator(config, data_shape)
   critic = models.make_critic(config, data_shape)
   z = rng.standard_normal((batch, config.nz)).astype(np.float32)
@@ -139,8 +139,8 @@ def forward_deviations(config, seed=0, batch=4) -> dict[str, float]:
     # Ours is the paper's critic: the reference's, negated.
     result[f'critic_{mode}'] = deviation(-np.asarray(score), t_score.numpy())
     if train:
-      t_g = torch_import.generator_variables(state_dict(net_g), config, data_shape)
-      t_d = torch_import.critic_variables(state_dict(net_d), config, data_shape)
+      t_g = importer.generator_variables(state_dict(net_g), config, data_shape)
+      t_d = importer.critic_variables(state_dict(net_d), config, data_shape)
       result['running_stats'] = max(tree_deviation(g_stats, t_g['batch_stats']),
                                     tree_deviation(d_stats, t_d['batch_stats']))
       g_vars = {**g_vars, 'batch_stats': g_stats}
@@ -184,8 +184,8 @@ def reference_as_trees(trainer, config, data_shape) -> dict:
   for role in ('generator', 'critic'):
     net = trainer.netG if role == 'generator' else trainer.netD
     optimizer = trainer.optimizerG if role == 'generator' else trainer.optimizerD
-    convert = (torch_import.generator_variables if role == 'generator'
-               else torch_import.critic_variables)
+    convert = (importer.generator_variables if role == 'generator'
+               else importer.critic_variables)
     variables = convert(state_dict(net), config, data_shape)
     trees[f'{role}_params'] = variables['params']
     trees[f'{role}_batch_stats'] = variables['batch_stats']
@@ -310,7 +310,7 @@ def train_side_by_side(config, num_gen_iters=6, seed=0, oracle_config=None
   settings (to show what a real difference looks like)."""
   data_shape = data_shape_of(config)
   net_g, net_d = torch_models(config, data_shape, seed)
-  initial = torch_import.state_from_reference(
+  initial = importer.state_from_reference(
       state_dict(net_g), state_dict(net_d), config, root_key(config),
       data_shape=data_shape)
   inputs = _inputs(config, data_shape, num_gen_iters, seed)
@@ -352,7 +352,7 @@ def train_iteration_side_by_side(config, num_gen_iters=3, seed=0) -> dict[str, f
   data_shape = data_shape_of(config)
   net_g, net_d = torch_models(config, data_shape, seed)
   devices = jax.local_devices()[:1]
-  initial = torch_import.state_from_reference(
+  initial = importer.state_from_reference(
       state_dict(net_g), state_dict(net_d), config, root_key(config),
       data_shape=data_shape, axis_name=parallel.AXIS)
   trainer = reference_trainer(config, net_g, net_d)
