@@ -261,6 +261,7 @@ def _run_and_kill(args, env, log, kill_when, timeout=240):
     return status, f.read()
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_any_moment_resumes_and_ends_as_an_uninterrupted_one(
     trained, template, tmp_path, tiny_config):
   config, whole_dir, whole = trained
@@ -320,6 +321,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_and_share_the_checkpoints(trained, template, tmp_path, tiny_config):
   """Two processes of two CPU devices each = this process's four devices.
 

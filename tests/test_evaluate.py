@@ -77,6 +77,7 @@ def _stand_in(channels=1):
   return fid.FeatureExtractor(variables, 16, model=model)
 
 
+@pytest.mark.slow
 def test_fid_and_kid_of_an_image_run_with_cached_reference(tmp_path, monkeypatch, tiny_config):
   monkeypatch.setenv('WGAN_JAX_CACHE', str(tmp_path / 'cache'))
   workdir = str(tmp_path / 'digits')

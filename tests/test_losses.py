@@ -79,6 +79,7 @@ def _tiny(tiny_config, dataset, loss, **overrides):
   return config
 
 
+@pytest.mark.slow
 def test_wgan_gp_trains_the_dcgan_critic_without_batchnorm(tiny_config):
   config = _tiny(tiny_config, 'digits', 'wgan-gp')
   state = state_lib.create_state(config, (16, 16, 1), state_lib.root_key(config))
@@ -102,6 +103,7 @@ def test_wgan_gp_trains_the_dcgan_critic_without_batchnorm(tiny_config):
     np.testing.assert_allclose(leaf, config.lr_critic, rtol=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('loss, keys, curve', [
     ('gan', {'critic_loss', 'generator_loss', 'd_real', 'd_fake'},
      'discriminator_loss.png'),

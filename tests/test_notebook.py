@@ -3,6 +3,7 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), os.pardir, 'experiments',
@@ -16,6 +17,7 @@ def test_notebook_is_stored_without_outputs():
       assert not cell.outputs and cell.execution_count is None
 
 
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom_with_the_tiny_setting(tmp_path, monkeypatch):
   # The kernel inherits the environment: one CPU device, the tiny setting.
   monkeypatch.setenv('WGAN_NOTEBOOK_TINY', '1')

@@ -29,6 +29,7 @@ def _run(config, devices, train_iterations, num_iters=3):
   return state, [{k: float(v[0]) for k, v in m.items()} for m in history]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dataset', ['digits', 'gaussians8'])
 def test_four_devices_equal_one_device(devices, dataset, tiny_config, train_iterations, assert_states_close):
   config = tiny_config(dataset, batch_size=16)
@@ -40,6 +41,7 @@ def test_four_devices_equal_one_device(devices, dataset, tiny_config, train_iter
       np.testing.assert_allclose(m1[k], m4[k], rtol=RTOL, atol=ATOL, err_msg=k)
 
 
+@pytest.mark.slow
 def test_two_devices_with_batchnorm_everywhere(devices, tiny_config, train_iterations, assert_states_close):
   # Extra layers put BatchNorm in both nets at several depths.
   config = tiny_config(batch_size=8, n_extra_layers=1)
@@ -49,6 +51,7 @@ def test_two_devices_with_batchnorm_everywhere(devices, tiny_config, train_itera
 
 
 # scan: the accelerators' default; unroll: the critic steps traced one after another.
+@pytest.mark.slow
 @pytest.mark.parametrize('mode', ['scan', 'unroll'])
 def test_fused_iteration_equals_per_step_calls(devices, mode, tiny_config, train_iterations,
                                                assert_states_close):

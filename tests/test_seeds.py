@@ -55,6 +55,7 @@ def test_initial_states_are_those_of_single_runs(tiny_config):
                  serialization.to_state_dict(state_lib.create_state(config, (2,), key)))
 
 
+@pytest.mark.slow
 def test_each_seed_of_a_vmapped_run_is_the_single_run_of_its_seed(devices, tiny_config, train_iterations, assert_states_close):
   # DCGAN nets with BatchNorm synchronised over two devices, under vmap.
   config = tiny_config(seed=3, n_critic=2, warmup_gen_iters=0)
@@ -71,6 +72,7 @@ def test_each_seed_of_a_vmapped_run_is_the_single_run_of_its_seed(devices, tiny_
                          jax.tree.leaves(singles[1][0].critic.params)[0])
 
 
+@pytest.mark.slow
 def test_a_run_of_seeds_writes_and_resumes_each_seed_as_a_single_run(tmp_path, tiny_config, assert_states_close):
   # WGAN-GP: each seed draws its own interpolates too.
   config = configs.get_config('gaussians8', 'wgan-gp')

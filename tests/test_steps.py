@@ -99,6 +99,7 @@ def _leaves_equal(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 def test_every_critic_parameter_is_clipped_after_every_step(tiny_config):
   config, state = _dcgan_state(tiny_config, lr_critic=0.1)
   step = jax.jit(functools.partial(steps.critic_step, clip=config.clip))
@@ -135,6 +136,7 @@ def test_generator_step_leaves_critic_weights_alone(tiny_config):
   assert not _leaves_equal(new.generator.params, state.generator.params)
 
 
+@pytest.mark.slow
 def test_clip_before_clips_the_weights_the_update_starts_from(tiny_config):
   config, state = _dcgan_state(tiny_config)
   big = jax.tree.map(lambda p: p * 100.0, state.critic.params)

@@ -16,6 +16,7 @@ from wgan_jax.errors import UserError
 
 # One image and one point set: the CLI path is the same for the other
 # embedded sets, whose data the tests below check.
+@pytest.mark.slow
 @pytest.mark.parametrize('dataset', ['digits', 'gaussians8'])
 def test_cli_run_writes_every_output(tmp_path, dataset):
   size = ['--image_size=16', '--ngf=8', '--ndf=8', '--nz=8', '--batch_size=8']
@@ -54,6 +55,7 @@ def test_cli_run_writes_every_output(tmp_path, dataset):
   assert saved['generator'] == ('dcgan' if dataset == 'digits' else 'mlp')
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_and_another_seed_differs(tmp_path, tiny_config):
   runs = []
   for seed, name in ((0, 'a'), (0, 'b'), (1, 'c')):

@@ -27,6 +27,7 @@ def test_both_sides_get_the_steady_state_reference_settings():
     benchmark.bench_config(benchmark.MODELS['dcgan32'], fast='yes')
 
 
+@pytest.mark.slow
 def test_tiny_side_by_side_run_reports_every_figure(mlp_iteration_flops):
   pytest.importorskip('torch')  # the reference's side
   # MLPs: the least to compile.

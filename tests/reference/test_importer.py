@@ -335,6 +335,7 @@ def test_mlp_of_unusual_channels_needs_them_given(tmp_path):
 # The command line: import into a workdir, generate from it, train on.
 
 
+@pytest.mark.slow
 def test_imported_workdir_generates_the_reference_samples_and_trains_on(tmp_path):
   from absl import flags  # pylint: disable=g-import-not-at-top
   from wgan_jax import checkpoints, cli, generate, train  # pylint: disable=g-import-not-at-top
