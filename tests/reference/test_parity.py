@@ -52,6 +52,7 @@ def _check_training(result, tol=TRAIN_TOL):
       assert value <= tol, (name, value)
 
 
+@pytest.mark.slow
 def test_training_equals_reference_dcgan_clip_before():
   """The reference's own settings: RMSProp 5e-5, clip 0.01 before each critic
   step, BatchNorm in both nets (and an extra layer)."""
