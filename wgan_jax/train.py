@@ -322,17 +322,16 @@ def _resume(ckpts, state, fixed_noise, seeded):
                  restored.step, ckpts[0].path)
     return (restored.state, [restored.fixed_noise], restored.step,
             restored.data_position)
+  for c in ckpts:
+    c.set_aside_incomplete()
   saved = [set(c.steps()) for c in ckpts]
   common = sorted(set.intersection(*saved), reverse=True)
   for step in common:
-    try:
-      restored = [c.restore_step(step, jax.tree.map(lambda x, k=k: x[k], state),
-                                 fixed_noise[k]) for k, c in enumerate(ckpts)]
-    except UserError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning('Checkpoint %d of one of the seeds cannot be read (%s); '
-                      'trying an older one.', step, str(e).splitlines()[0])
+    # (A seed's checkpoint that cannot be read is moved aside, with a warning.)
+    restored = [c.restore_step(step, jax.tree.map(lambda x, k=k: x[k], state),
+                               fixed_noise[k], or_none=True)
+                for k, c in enumerate(ckpts)]
+    if any(r is None for r in restored):
       continue
     _discard_after(ckpts, step)
     logging.info('Resuming %d seeds from their checkpoints of generator '
