@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import jax
@@ -194,6 +196,56 @@ def initial_randomness(config):
   return init_key, jax.random.normal(noise_key, (config.num_samples, config.nz))
 
 
+class Interrupted(Exception):
+  """The run stopped on SIGTERM or SIGINT after saving a checkpoint.
+
+  ``str()`` is the line to print; ``exit_status`` the status to exit with
+  (0 after SIGTERM, a scheduler's request to stop; 130 after Ctrl-C).
+  """
+
+  def __init__(self, message: str, exit_status: int):
+    super().__init__(message)
+    self.exit_status = exit_status
+
+
+class StopRequests:
+  """Catches the first SIGTERM or SIGINT while training (``signum`` then
+  says which); the loop stops after the generator iteration in progress and
+  saves. The handlers then go back to the default: a second signal ends the
+  process at once. ``restore`` puts back the handlers of before. (Outside
+  the main thread, where Python cannot take signals, it does nothing.)"""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signum: int | None = None
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+    for other in self.SIGNALS:
+      signal.signal(other, signal.SIG_DFL)
+
+  def restore(self) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    self._previous.clear()
+
+  def stop_after(self, done: int, log_every: int) -> bool:
+    """Whether to stop after generator iteration ``done``. A multi-process
+    run asks every process, at the iterations every process checks at (those
+    whose metrics are logged), so that all stop and save at the same one."""
+    if jax.process_count() == 1:
+      return self.signum is not None
+    if done % log_every:
+      return False
+    return checkpoints.any_process(self.signum is not None)
+
+
 def train(config, workdir: str, on_samples=None) -> WGANState:
   """Trains per ``config``, writing outputs to ``workdir``; returns the final state.
 
@@ -204,6 +256,10 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   Each time it writes sample grids (every ``config.sample_every`` generator
   iterations), it calls ``on_samples(gen_iter, grid_png, curve_png)`` if
   given, with the first seed's files (a notebook shows them there).
+
+  On SIGTERM or SIGINT it finishes the generator iteration in progress,
+  saves a checkpoint and raises ``Interrupted`` (see ``StopRequests``). A
+  file it cannot write stops it with a UserError naming the file.
   """
   validate(config)
   runtime.configure(config)
@@ -259,7 +315,9 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   metric_writers = [o.writer for o in outputs]
   checks = [c.check_metrics for c in ckpts]
   pending = []
+  stopped = None
   t0 = time.perf_counter()
+  stop = StopRequests()
   try:
     for gen_iter in range(start, config.num_gen_iters):
       n_critic = steps.critic_iterations(gen_iter, config)
@@ -268,7 +326,9 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
       pending.append((gen_iter + 1, metrics))
       done = gen_iter + 1
       last = done == config.num_gen_iters
-      save = last or (config.checkpoint_every and done % config.checkpoint_every == 0)
+      stopping = not last and stop.stop_after(done, config.log_every)
+      save = last or stopping or (config.checkpoint_every
+                                  and done % config.checkpoint_every == 0)
       if (done % config.log_every == 0 or done % config.sample_every == 0 or last
           or save):
         latest = _flush(metric_writers, pending, checks, seeded)
@@ -287,16 +347,33 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
         host = jax.device_get(parallel.unreplicate(p_state))
         for k, ckpt in enumerate(ckpts):
           ckpt.save(done, seed_of(host, k), fixed_noise[k], consumed)
+      if stopping:
+        stopped = done
+        break
+    curves = [out.curve() for out in outputs]
+  except OSError as e:  # a sample, plot or metrics file (checkpoints: UserError)
+    raise _write_error(e, ckpts) from e
   finally:
+    stop.restore()
     bar.close()
-    if pending:
-      _flush(metric_writers, pending, seeded=seeded)
-    for out in outputs:
-      out.writer.close()
+    try:
+      if pending:
+        _flush(metric_writers, pending, seeded=seeded)
+      for out in outputs:
+        out.writer.close()
+    except OSError as e:
+      if sys.exc_info()[1] is None:  # (else the first failure is reported)
+        raise _write_error(e, ckpts) from e
     for ckpt in ckpts:
       ckpt.close()  # waits for the checkpoint being written
+  if stopped is not None:
+    signame = signal.Signals(stop.signum).name if stop.signum else 'another process'
+    raise Interrupted(
+        f'Stopped by {signame} after generator iteration {stopped} of '
+        f'{config.num_gen_iters}, saved in {ckpts[0].path}; resume with: '
+        f'python -m wgan_jax.train --workdir={workdir}',
+        130 if stop.signum == signal.SIGINT else 0)
   seconds = time.perf_counter() - t0
-  curves = [out.curve() for out in outputs]
   final = parallel.unreplicate(p_state)
   if primary:
     logging.info('Done: %d generator iterations in %.1f s. Samples in %s, '
@@ -307,6 +384,23 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
       logging.info('Likewise for the other seeds, in %s.',
                    ', '.join(run_dir for _, run_dir in runs[1:]))
   return final
+
+
+def _write_error(error: OSError, ckpts) -> UserError:
+  """A failed write of an output as one line: the path, the cause, the way on."""
+  latest = None
+  for ckpt in ckpts:
+    try:
+      ckpt.wait()
+    except UserError:
+      pass
+    latest = ckpt.latest_step()
+  path = error.filename or 'an output file'
+  kept = (f'the last complete checkpoint, iteration {latest}, is in {ckpts[0].path}'
+          if latest is not None else 'no checkpoint was saved')
+  return UserError(f'could not write {path} ({error.strerror or error}): training '
+                   f'stopped; {kept}. Free some space or make the --workdir '
+                   'writable, then run again to resume.')
 
 
 def _resume(ckpts, state, fixed_noise, seeded):
@@ -386,7 +480,11 @@ def main(argv):
   base = None if FLAGS.config is not None else checkpoints.saved_config(workdir)
   if base is not None:
     logging.info('Using the options of the run in %s, with the flags given.', workdir)
-  train(cli.build_config(base=base), workdir)
+  try:
+    train(cli.build_config(base=base), workdir)
+  except Interrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(e.exit_status)
 
 
 if __name__ == '__main__':
