@@ -204,10 +204,10 @@ def _reason(error: BaseException) -> str:
     if found:
       return found.group(1)
     cause = cause.__cause__ or cause.__context__
-  return _first_line(error)
+  return first_line(error)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
   lines = str(error).strip().splitlines()
   return lines[0] if lines else type(error).__name__
 
@@ -270,14 +270,18 @@ class Checkpointer:
   def set_aside_incomplete(self) -> None:
     """Moves aside the checkpoint folders a save did not finish (a trainer
     calls it before restoring, with no save of its own in flight)."""
-    for step in sorted(self._manager.all_steps()):
-      if not is_complete(self._step_dir(step)):
-        self._set_aside(step, 'is incomplete (no commit marker)')
+    incomplete = [step for step in sorted(self._manager.all_steps())
+                  if not is_complete(self._step_dir(step))]
+    if jax.process_count() > 1:  # every process has looked before any moves
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices('wgan_jax incomplete checkpoints')
+    for step in incomplete:
+      self.set_aside(step, 'is incomplete (no commit marker)')
 
   def _step_dir(self, step: int) -> str:
     return os.path.join(self.path, str(step))
 
-  def _set_aside(self, step: int, what: str) -> None:
+  def set_aside(self, step: int, what: str) -> None:
     """One warning line; a trainer also renames the folder to
     ``<step>.corrupt-<time>`` (kept for inspection, never deleted), so that
     the run can save that iteration again; a reader only skips it."""
@@ -313,7 +317,7 @@ class Checkpointer:
     Refuses (UserError) a run config that changes the shapes the checkpoint
     was saved with; warns about other changes. A checkpoint that is
     incomplete or cannot be read (a damaged or removed file) is moved aside
-    (``_set_aside``) for the one before it.
+    (``set_aside``) for the one before it.
     """
     self.set_aside_incomplete()
     steps = self.steps()
@@ -341,8 +345,8 @@ class Checkpointer:
       return restored
     if not or_none:
       raise error or ValueError(f'checkpoint {step} cannot be read by another process')
-    self._set_aside(step, 'cannot be read (' + (
-        _first_line(error) if error else 'by another process') + ')')
+    self.set_aside(step, 'cannot be read (' + (
+        first_line(error) if error else 'by another process') + ')')
     return None
 
   def delete(self, step: int) -> None:
@@ -361,7 +365,7 @@ class Checkpointer:
         try:
           return self.generator(newer)
         except UnreadableError as e:
-          self._set_aside(newer, f'cannot be read ({_first_line(e.__cause__)})')
+          self.set_aside(newer, f'cannot be read ({first_line(e.__cause__)})')
       step = steps[0]
     if step not in steps:
       raise UserError(f'no checkpoint of iteration {step} in {self.path}; '
@@ -372,7 +376,7 @@ class Checkpointer:
           config=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except
       raise UnreadableError(f'checkpoint {step} in {self.path} cannot be read '
-                            f'({_first_line(e)}).') from e
+                            f'({first_line(e)}).') from e
     generator = restored['state']['state']['generator']
     return Generator(
         step=step, config=ml_collections.ConfigDict(dict(restored['config'])),
