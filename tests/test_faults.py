@@ -6,6 +6,7 @@ import errno
 import glob
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -244,3 +245,44 @@ def test_a_signal_saves_the_iteration_done_and_the_resumed_run_ends_as_a_whole_o
   assert restored.step == 8
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                _arrays(restored.state), _arrays(whole))
+
+
+@pytest.mark.slow
+def test_two_processes_stop_at_the_same_iteration_when_one_is_signalled(trained, tmp_path):
+  """SIGTERM to the second process only: both stop after the same generator
+  iteration (they ask each other at every logged one) and save it."""
+  from .test_checkpoints import _free_port
+  config, whole_dir, _ = trained
+  workdir = tmp_path / 'run'
+  shutil.copytree(os.path.join(whole_dir, 'checkpoints', '4'), workdir / 'checkpoints' / '4')
+  metrics = workdir / 'metrics.jsonl'
+  args = [*_cli_flags(workdir), '--checkpoint_every=0', '--sample_every=1',
+          f'--coordinator_address=localhost:{_free_port()}', '--num_processes=2']
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  logs = [open(tmp_path / f'{i}.log', 'w') for i in range(2)]  # pylint: disable=consider-using-with
+  procs = [subprocess.Popen([sys.executable, '-m', 'wgan_jax.train', *args,
+                             f'--process_id={i}'], env=env, stdout=subprocess.DEVNULL,
+                            stderr=logs[i]) for i in range(2)]
+  try:
+    deadline = time.monotonic() + 240
+    while procs[1].poll() is None and time.monotonic() < deadline:
+      if metrics.exists() and len(writers.read_metrics(str(metrics))) >= 2:
+        procs[1].send_signal(signal.SIGTERM)
+        break
+      time.sleep(0.002)
+    statuses = [p.wait(timeout=120) for p in procs]
+  finally:
+    for p, log in zip(procs, logs):
+      p.kill()
+      log.close()
+  logs = [(tmp_path / f'{i}.log').read_text() for i in range(2)]
+  assert statuses == [0, 0], logs
+  last = [log.strip().splitlines()[-1] for log in logs]
+  stopped = {int(line.split('after generator iteration ')[1].split()[0]) for line in last}
+  assert len(stopped) == 1, last
+  [stopped] = stopped
+  assert last[0].startswith('Stopped by a signal to another process after generator iteration')
+  assert last[1].startswith('Stopped by SIGTERM after generator iteration')
+  assert 5 <= stopped < 8
+  assert sorted(int(n) for n in os.listdir(workdir / 'checkpoints')) == [4, stopped]
+  assert _gen_iters(workdir) == list(range(5, stopped + 1))

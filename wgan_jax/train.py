@@ -367,7 +367,8 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
     for ckpt in ckpts:
       ckpt.close()  # waits for the checkpoint being written
   if stopped is not None:
-    signame = signal.Signals(stop.signum).name if stop.signum else 'another process'
+    signame = (signal.Signals(stop.signum).name if stop.signum
+               else 'a signal to another process')
     raise Interrupted(
         f'Stopped by {signame} after generator iteration {stopped} of '
         f'{config.num_gen_iters}, saved in {ckpts[0].path}; resume with: '
