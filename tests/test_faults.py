@@ -127,6 +127,7 @@ def test_evaluate_skips_an_unreadable_checkpoint(trained, tmp_path, caplog):
   assert not _set_aside(workdir)  # a reader moves nothing
 
 
+@pytest.mark.slow  # (two runs of a few iterations, each compiling)
 @pytest.mark.parametrize('what', ['checkpoint', 'samples'])
 def test_a_disk_that_fails_mid_run_stops_it_with_one_line(trained, template, tmp_path,
                                                           monkeypatch, what):

@@ -352,8 +352,9 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
         break
     curves = [out.curve() for out in outputs]
   except OSError as e:  # a sample, plot or metrics file (checkpoints: UserError)
-    raise _write_error(e, ckpts) from e
+    _raise_write_error(e, ckpts, workdir)
   finally:
+    failing = sys.exc_info()[1]
     stop.restore()
     bar.close()
     try:
@@ -362,8 +363,8 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
       for out in outputs:
         out.writer.close()
     except OSError as e:
-      if sys.exc_info()[1] is None:  # (else the first failure is reported)
-        raise _write_error(e, ckpts) from e
+      if failing is None:  # (else the first failure is reported)
+        _raise_write_error(e, ckpts, workdir)
     for ckpt in ckpts:
       ckpt.close()  # waits for the checkpoint being written
   if stopped is not None:
@@ -387,8 +388,12 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   return final
 
 
-def _write_error(error: OSError, ckpts) -> UserError:
-  """A failed write of an output as one line: the path, the cause, the way on."""
+def _raise_write_error(error: OSError, ckpts, workdir: str) -> None:
+  """Raises a failed write of an output (a file in ``workdir``) as a one-line
+  UserError: the path, the cause, the way on; other OSErrors as they are."""
+  if not (error.filename and os.path.abspath(str(error.filename)).startswith(
+      os.path.abspath(workdir) + os.sep)):
+    raise error
   latest = None
   for ckpt in ckpts:
     try:
@@ -396,12 +401,12 @@ def _write_error(error: OSError, ckpts) -> UserError:
     except UserError:
       pass
     latest = ckpt.latest_step()
-  path = error.filename or 'an output file'
+  path = error.filename
   kept = (f'the last complete checkpoint, iteration {latest}, is in {ckpts[0].path}'
           if latest is not None else 'no checkpoint was saved')
-  return UserError(f'could not write {path} ({error.strerror or error}): training '
-                   f'stopped; {kept}. Free some space or make the --workdir '
-                   'writable, then run again to resume.')
+  raise UserError(f'could not write {path} ({error.strerror or error}): training '
+                  f'stopped; {kept}. Free some space or make the --workdir '
+                  'writable, then run again to resume.') from error
 
 
 def _resume(ckpts, state, fixed_noise, seeded):
