@@ -292,6 +292,10 @@ class Checkpointer:
       return
     source = self._step_dir(step)
     target = f'{source}.corrupt-{time.strftime("%Y%m%d-%H%M%S")}'
+    for n in range(1, 100):  # (the same step, twice in one second)
+      if not os.path.exists(target):
+        break
+      target = f'{source}.corrupt-{time.strftime("%Y%m%d-%H%M%S")}-{n}'
     if jax.process_index() == 0:
       try:
         os.rename(source, target)
