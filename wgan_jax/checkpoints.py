@@ -16,6 +16,12 @@ temporary name and renames it when complete, so a run killed at any moment
 (even mid-save) leaves only complete checkpoints under their final names;
 the temporary leftovers are ignored and removed on the next start. A state
 with non-finite numbers is never saved.
+
+A checkpoint folder that is not complete (no commit marker, as a copy cut
+short leaves it) or cannot be read (a damaged file) is skipped with one
+warning; a training run also moves it aside, to ``<step>.corrupt-<time>``
+(never deleted), so that the run can save that iteration again. Readers
+(``wgan_jax.generate``, ``wgan_jax.evaluate``) only skip it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ import json
 import math
 import os
 import re
+import sys
+import threading
+import time
 from collections.abc import Mapping
 
 import jax
@@ -53,17 +62,81 @@ FREE_OPTIONS = ('num_gen_iters', 'sample_every', 'log_every', 'progress_bar',
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict | None:
-  """The config of the newest checkpoint in ``workdir`` (None if it has none)."""
+  """The config of the newest readable checkpoint in ``workdir`` (None if none)."""
   if not os.path.isdir(directory(workdir)):
     return None
+  _quiet_closed_loop_callbacks()
   manager = ocp.CheckpointManager(directory(workdir), item_names=('config',),
                                   options=ocp.CheckpointManagerOptions(create=False))
-  step = manager.latest_step()
-  if step is None:
-    return None
-  config = manager.restore(step, args=ocp.args.Composite(
-      config=ocp.args.JsonRestore()))['config']
-  return ml_collections.ConfigDict(dict(config))
+  for step in sorted(manager.all_steps(), reverse=True):
+    if not is_complete(os.path.join(directory(workdir), str(step))):
+      continue
+    try:
+      config = manager.restore(step, args=ocp.args.Composite(
+          config=ocp.args.JsonRestore()))['config']
+    except Exception:  # pylint: disable=broad-except
+      continue  # (the run's own restore names it)
+    return ml_collections.ConfigDict(dict(config))
+  return None
+
+
+# What orbax writes into every checkpoint folder, the commit marker last
+# (where renaming is not atomic it is the only sign of a complete write).
+COMPLETE_MARKERS = ('_CHECKPOINT_METADATA', 'commit_success.txt', 'state', 'meta',
+                    'config')
+
+
+def is_complete(step_dir: str) -> bool:
+  """Whether a checkpoint folder holds all a finished save writes."""
+  return all(os.path.exists(os.path.join(step_dir, name))
+             for name in COMPLETE_MARKERS)
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process if ``flag`` is true on any (a collective: every
+  process of the run must call it at the same point)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  flags_ = multihost_utils.process_allgather(np.int32(bool(flag)))
+  return bool(np.asarray(flags_).any())
+
+
+_hook_lock = threading.Lock()
+_hook_installed = False
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """Drops the 'Event loop is closed' errors of reads orbax left behind.
+
+  orbax restores on a fresh asyncio event loop that it closes when the
+  restore returns; when a read fails (a damaged checkpoint), the restore
+  raises at once while tensorstore still has reads of the same checkpoint in
+  flight, and each of those, on completing, calls ``call_soon_threadsafe`` on
+  the closed loop. Python reports that as an unraisable exception (a
+  traceback on stderr, nothing raised anywhere). Those reads are of a
+  checkpoint already given up: only exactly that error is dropped; every
+  other unraisable exception still goes to the previous hook.
+  """
+  global _hook_installed
+  with _hook_lock:
+    if _hook_installed:
+      return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+      error = unraisable.exc_value
+      tb = unraisable.exc_traceback
+      while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+      if (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+          and unraisable.object is None and tb is not None
+          and tb.tb_frame.f_code.co_name == '_check_closed'):
+        return
+      previous(unraisable)
+
+    sys.unraisablehook = hook
+    _hook_installed = True
 
 
 def directory(workdir: str) -> str:
@@ -87,6 +160,10 @@ class Generator:
   config: ml_collections.ConfigDict
   data_shape: tuple[int, ...]
   variables: dict  # the generator's params and batch_stats (numpy)
+
+
+class UnreadableError(UserError):
+  """A checkpoint's files are damaged or missing."""
 
 
 class NonFiniteError(UserError):
@@ -127,10 +204,10 @@ def _reason(error: BaseException) -> str:
     if found:
       return found.group(1)
     cause = cause.__cause__ or cause.__context__
-  return _first_line(error)
+  return first_line(error)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
   lines = str(error).strip().splitlines()
   return lines[0] if lines else type(error).__name__
 
@@ -151,7 +228,9 @@ class Checkpointer:
     self.config = config
     self.data_shape = None if data_shape is None else list(data_shape)
     self._pending: int | None = None
-    read_only = config is None
+    self._skipped: set[int] = set()  # (warned about once)
+    read_only = self.read_only = config is None
+    _quiet_closed_loop_callbacks()
     if read_only and not os.path.isdir(self.path):
       raise UserError(f'no checkpoints in {self.path}; train first with '
                       f'python -m wgan_jax.train --workdir={workdir}.')
@@ -174,40 +253,105 @@ class Checkpointer:
         self.path, options=options, item_names=('state', 'meta', 'config'))
 
   def steps(self) -> list[int]:
-    """The generator iterations of the complete checkpoints, oldest first."""
-    return sorted(self._manager.all_steps())
+    """The generator iterations of the complete checkpoints, oldest first.
+
+    A reader warns once about each incomplete one (a trainer moves them aside
+    first: ``set_aside_incomplete``)."""
+    steps = []
+    for step in sorted(self._manager.all_steps()):
+      if is_complete(self._step_dir(step)):
+        steps.append(step)
+      elif self.read_only and step not in self._skipped:
+        self._skipped.add(step)
+        logging.warning('Checkpoint %d in %s is incomplete (no commit marker); '
+                        'skipped.', step, self.path)
+    return steps
+
+  def set_aside_incomplete(self) -> None:
+    """Moves aside the checkpoint folders a save did not finish (a trainer
+    calls it before restoring, with no save of its own in flight)."""
+    incomplete = [step for step in sorted(self._manager.all_steps())
+                  if not is_complete(self._step_dir(step))]
+    if jax.process_count() > 1:  # every process has looked before any moves
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices('wgan_jax incomplete checkpoints')
+    for step in incomplete:
+      self.set_aside(step, 'is incomplete (no commit marker)')
+
+  def _step_dir(self, step: int) -> str:
+    return os.path.join(self.path, str(step))
+
+  def set_aside(self, step: int, what: str) -> None:
+    """One warning line; a trainer also renames the folder to
+    ``<step>.corrupt-<time>`` (kept for inspection, never deleted), so that
+    the run can save that iteration again; a reader only skips it."""
+    if self.read_only:
+      if step not in self._skipped:
+        self._skipped.add(step)
+        logging.warning('Checkpoint %d in %s %s; skipped.', step, self.path, what)
+      return
+    source = self._step_dir(step)
+    target = f'{source}.corrupt-{time.strftime("%Y%m%d-%H%M%S")}'
+    for n in range(1, 100):  # (the same step, twice in one second)
+      if not os.path.exists(target):
+        break
+      target = f'{source}.corrupt-{time.strftime("%Y%m%d-%H%M%S")}-{n}'
+    if jax.process_index() == 0:
+      try:
+        os.rename(source, target)
+      except OSError as e:
+        raise UserError(f'checkpoint {step} in {self.path} {what}, and it cannot '
+                        f'be moved aside to {target} ({e.strerror}): move or '
+                        'remove it by hand, then run again.') from e
+    logging.warning('Checkpoint %d in %s %s: moved aside to %s; training goes on '
+                    'from an older one.', step, self.path, what, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f'wgan_jax set aside {step}')
+    self._manager.reload()
 
   def latest_step(self) -> int | None:
     steps = self.steps()
     return steps[-1] if steps else None
 
   def restore(self, template: WGANState, fixed_noise) -> Restored | None:
-    """The newest checkpoint, into ``template``'s structure; ``None`` if none.
+    """The newest readable checkpoint, into ``template``'s structure; ``None``
+    if none.
 
     Refuses (UserError) a run config that changes the shapes the checkpoint
-    was saved with; warns about other changes. A checkpoint that cannot be
-    read (a file removed by hand, say) is skipped for the one before it.
+    was saved with; warns about other changes. A checkpoint that is
+    incomplete or cannot be read (a damaged or removed file) is moved aside
+    (``set_aside``) for the one before it.
     """
+    self.set_aside_incomplete()
     steps = self.steps()
     self._same_on_every_process(steps)
-    first_error = None
     for step in steps[::-1]:
-      try:
-        return self._restore(step, template, fixed_noise)
-      except UserError:
-        raise
-      except Exception as e:  # pylint: disable=broad-except
-        first_error = first_error or e
-        logging.warning('Checkpoint %d in %s cannot be read (%s); trying an '
-                        'older one.', step, self.path, _first_line(e))
-    if first_error is not None:
-      raise first_error
+      restored = self.restore_step(step, template, fixed_noise, or_none=True)
+      if restored is not None:
+        return restored
     return None
 
-  def restore_step(self, step: int, template: WGANState, fixed_noise) -> Restored:
-    """The checkpoint of iteration ``step`` (see ``restore``), read or raised."""
+  def restore_step(self, step: int, template: WGANState, fixed_noise,
+                   or_none: bool = False) -> Restored | None:
+    """The checkpoint of iteration ``step`` (see ``restore``); if it cannot be
+    read, raises, or (``or_none``) sets it aside and returns None. Every
+    process agrees: one that cannot read it sets it aside for all."""
     self._same_on_every_process(self.steps())
-    return self._restore(step, template, fixed_noise)
+    restored, error = None, None
+    try:
+      restored = self._restore(step, template, fixed_noise)
+    except UserError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      error = e
+    if not any_process(error is not None):
+      return restored
+    if not or_none:
+      raise error or ValueError(f'checkpoint {step} cannot be read by another process')
+    self.set_aside(step, 'cannot be read (' + (
+        first_line(error) if error else 'by another process') + ')')
+    return None
 
   def delete(self, step: int) -> None:
     """Removes the checkpoint of iteration ``step``."""
@@ -220,13 +364,23 @@ class Checkpointer:
     if not steps:
       raise UserError(f'no checkpoints in {self.path}; train first with '
                       f'python -m wgan_jax.train --workdir={self.workdir}.')
-    step = steps[-1] if step is None else step
+    if step is None:  # the newest readable one
+      for newer in steps[:0:-1]:
+        try:
+          return self.generator(newer)
+        except UnreadableError as e:
+          self.set_aside(newer, f'cannot be read ({first_line(e.__cause__)})')
+      step = steps[0]
     if step not in steps:
       raise UserError(f'no checkpoint of iteration {step} in {self.path}; '
                       f'there are {steps}.')
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore(),
-        config=ocp.args.JsonRestore()))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore(),
+          config=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except
+      raise UnreadableError(f'checkpoint {step} in {self.path} cannot be read '
+                            f'({first_line(e)}).') from e
     generator = restored['state']['state']['generator']
     return Generator(
         step=step, config=ml_collections.ConfigDict(dict(restored['config'])),

@@ -23,6 +23,7 @@ per checkpoint and metric set) and printed as a table.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -118,7 +119,15 @@ def evaluate(workdir: str, metric: str = 'auto', which: str = 'newest',
   ``out``, default ``<workdir>/evaluation.jsonl``) one record per checkpoint."""
   reader = checkpoints.Checkpointer(workdir)
   steps = choose_steps(reader.steps(), which)
-  config = reader.generator(steps[0]).config
+  newest = str(which).strip().lower() == 'newest'
+  # A checkpoint that cannot be read is skipped with a warning (the newest
+  # falls back to the one before it).
+  generators = (_read(reader, None if newest else step) for step in steps)
+  generators = (g for g in generators if g is not None)
+  first = next(generators, None)
+  if first is None:
+    raise UserError(f'none of the checkpoints {steps} in {reader.path} can be read.')
+  config = first.config
   if dataset:
     config.dataset = dataset
   wanted = metric_set(metric, config.dataset)
@@ -130,8 +139,8 @@ def evaluate(workdir: str, metric: str = 'auto', which: str = 'newest',
     reference = _FidReference(config, extractor, reference_samples, progress)
   out = out or os.path.join(workdir, RESULTS)
   records = []
-  for step in steps:
-    restored = reader.generator(step)
+  for restored in itertools.chain([first], generators):
+    step = restored.step
     sample = models.sampler(restored.config, restored.data_shape, restored.variables)
     key = jax.random.key(seed, impl=restored.config.rng_impl)
     if wanted == ('samples',):
@@ -149,6 +158,18 @@ def evaluate(workdir: str, metric: str = 'auto', which: str = 'newest',
       f.write(json.dumps(record) + '\n')
     logging.info('Iteration %d: %s', step, record)
   return records
+
+
+def _read(reader: checkpoints.Checkpointer, step: int | None):
+  """The generator of checkpoint ``step`` (None: the newest readable one), or
+  None, with a warning, if it cannot be read."""
+  try:
+    return reader.generator(step)
+  except checkpoints.UnreadableError as e:
+    if step is None:  # (not even the oldest)
+      raise
+    reader.set_aside(step, f'cannot be read ({checkpoints.first_line(e.__cause__)})')
+    return None
 
 
 def format_table(records: Sequence[dict]) -> str:

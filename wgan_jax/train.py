@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import jax
@@ -137,6 +139,56 @@ def _check_workdir_kind(config, workdir: str) -> None:
                     f'--workdir for --num_seeds={config.num_seeds}.')
 
 
+class Interrupted(Exception):
+  """The run stopped on SIGTERM or SIGINT after saving a checkpoint.
+
+  ``str()`` is the line to print; ``exit_status`` the status to exit with
+  (0 after SIGTERM, a scheduler's request to stop; 130 after Ctrl-C).
+  """
+
+  def __init__(self, message: str, exit_status: int):
+    super().__init__(message)
+    self.exit_status = exit_status
+
+
+class StopRequests:
+  """Catches the first SIGTERM or SIGINT while training (``signum`` then
+  says which); the loop stops after the generator iteration in progress and
+  saves. The handlers then go back to the default: a second signal ends the
+  process at once. ``restore`` puts back the handlers of before. (Outside
+  the main thread, where Python cannot take signals, it does nothing.)"""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signum: int | None = None
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+    for other in self.SIGNALS:
+      signal.signal(other, signal.SIG_DFL)
+
+  def restore(self) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    self._previous.clear()
+
+  def stop_after(self, done: int, log_every: int) -> bool:
+    """Whether to stop after generator iteration ``done``. A multi-process
+    run asks every process, at the iterations every process checks at (those
+    whose metrics are logged), so that all stop and save at the same one."""
+    if jax.process_count() == 1:
+      return self.signum is not None
+    if done % log_every:
+      return False
+    return checkpoints.any_process(self.signum is not None)
+
+
 def train(config, workdir: str, on_samples=None) -> WGANState:
   """Trains per ``config``, writing outputs to ``workdir``; returns the final state.
 
@@ -147,6 +199,10 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   Each time it writes sample grids (every ``config.sample_every`` generator
   iterations), it calls ``on_samples(gen_iter, grid_png, curve_png)`` if
   given, with the first seed's files (a notebook shows them there).
+
+  On SIGTERM or SIGINT it finishes the generator iteration in progress,
+  saves a checkpoint and raises ``Interrupted`` (see ``StopRequests``). A
+  file it cannot write stops it with a UserError naming the file.
   """
   validate(config)
   runtime.configure(config)
@@ -202,7 +258,9 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   metric_writers = [o.writer for o in outputs]
   checks = [c.check_metrics for c in ckpts]
   pending = []
+  stopped = None
   t0 = time.perf_counter()
+  stop = StopRequests()
   try:
     for gen_iter in range(start, config.num_gen_iters):
       n_critic = steps.critic_iterations(gen_iter, config)
@@ -211,7 +269,9 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
       pending.append((gen_iter + 1, metrics))
       done = gen_iter + 1
       last = done == config.num_gen_iters
-      save = last or (config.checkpoint_every and done % config.checkpoint_every == 0)
+      stopping = not last and stop.stop_after(done, config.log_every)
+      save = last or stopping or (config.checkpoint_every
+                                  and done % config.checkpoint_every == 0)
       if (done % config.log_every == 0 or done % config.sample_every == 0 or last
           or save):
         latest = _flush(metric_writers, pending, checks, seeded)
@@ -230,16 +290,35 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
         host = jax.device_get(parallel.unreplicate(p_state))
         for k, ckpt in enumerate(ckpts):
           ckpt.save(done, seed_of(host, k), fixed_noise[k], consumed)
+      if stopping:
+        stopped = done
+        break
+    curves = [out.curve() for out in outputs]
+  except OSError as e:  # a sample, plot or metrics file (checkpoints: UserError)
+    _raise_write_error(e, ckpts, workdir)
   finally:
+    failing = sys.exc_info()[1]
+    stop.restore()
     bar.close()
-    if pending:
-      _flush(metric_writers, pending, seeded=seeded)
-    for out in outputs:
-      out.writer.close()
+    try:
+      if pending:
+        _flush(metric_writers, pending, seeded=seeded)
+      for out in outputs:
+        out.writer.close()
+    except OSError as e:
+      if failing is None:  # (else the first failure is reported)
+        _raise_write_error(e, ckpts, workdir)
     for ckpt in ckpts:
       ckpt.close()  # waits for the checkpoint being written
+  if stopped is not None:
+    signame = (signal.Signals(stop.signum).name if stop.signum
+               else 'a signal to another process')
+    raise Interrupted(
+        f'Stopped by {signame} after generator iteration {stopped} of '
+        f'{config.num_gen_iters}, saved in {ckpts[0].path}; resume with: '
+        f'python -m wgan_jax.train --workdir={workdir}',
+        130 if stop.signum == signal.SIGINT else 0)
   seconds = time.perf_counter() - t0
-  curves = [out.curve() for out in outputs]
   final = parallel.unreplicate(p_state)
   if primary:
     logging.info('Done: %d generator iterations in %.1f s. Samples in %s, '
@@ -250,6 +329,27 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
       logging.info('Likewise for the other seeds, in %s.',
                    ', '.join(run_dir for _, run_dir in runs[1:]))
   return final
+
+
+def _raise_write_error(error: OSError, ckpts, workdir: str) -> None:
+  """Raises a failed write of an output (a file in ``workdir``) as a one-line
+  UserError: the path, the cause, the way on; other OSErrors as they are."""
+  if not (error.filename and os.path.abspath(str(error.filename)).startswith(
+      os.path.abspath(workdir) + os.sep)):
+    raise error
+  latest = None
+  for ckpt in ckpts:
+    try:
+      ckpt.wait()
+    except UserError:
+      pass
+    latest = ckpt.latest_step()
+  path = error.filename
+  kept = (f'the last complete checkpoint, iteration {latest}, is in {ckpts[0].path}'
+          if latest is not None else 'no checkpoint was saved')
+  raise UserError(f'could not write {path} ({error.strerror or error}): training '
+                  f'stopped; {kept}. Free some space or make the --workdir '
+                  'writable, then run again to resume.') from error
 
 
 def _resume(ckpts, state, fixed_noise, seeded):
@@ -265,17 +365,16 @@ def _resume(ckpts, state, fixed_noise, seeded):
                  restored.step, ckpts[0].path)
     return (restored.state, [restored.fixed_noise], restored.step,
             restored.data_position)
+  for c in ckpts:
+    c.set_aside_incomplete()
   saved = [set(c.steps()) for c in ckpts]
   common = sorted(set.intersection(*saved), reverse=True)
   for step in common:
-    try:
-      restored = [c.restore_step(step, jax.tree.map(lambda x, k=k: x[k], state),
-                                 fixed_noise[k]) for k, c in enumerate(ckpts)]
-    except UserError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning('Checkpoint %d of one of the seeds cannot be read (%s); '
-                      'trying an older one.', step, str(e).splitlines()[0])
+    # (A seed's checkpoint that cannot be read is moved aside, with a warning.)
+    restored = [c.restore_step(step, jax.tree.map(lambda x, k=k: x[k], state),
+                               fixed_noise[k], or_none=True)
+                for k, c in enumerate(ckpts)]
+    if any(r is None for r in restored):
       continue
     _discard_after(ckpts, step)
     logging.info('Resuming %d seeds from their checkpoints of generator '
@@ -330,7 +429,11 @@ def main(argv):
   base = None if FLAGS.config is not None else checkpoints.saved_config(workdir)
   if base is not None:
     logging.info('Using the options of the run in %s, with the flags given.', workdir)
-  train(cli.build_config(base=base), workdir)
+  try:
+    train(cli.build_config(base=base), workdir)
+  except Interrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(e.exit_status)
 
 
 if __name__ == '__main__':
