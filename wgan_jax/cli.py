@@ -32,7 +32,8 @@ def _loss_table() -> str:
 # One flag per config field a user is likely to set: (kind, field, help).
 CONFIG_FLAGS = (
     ('string', 'dataset',
-     'Dataset: digits | stacked_digits | gaussians8 | gaussians25 | swissroll (embedded), a '
+     'Dataset: digits | stacked_digits | mnist5k | stacked_mnist5k | gaussians8 | '
+     'gaussians25 | swissroll (embedded), a '
      'tensorflow-datasets image dataset (celeb_a, cifar10, mnist, fashion_mnist, '
      'lsun/bedroom, ...) or folder:PATH (every image under PATH)'),
     ('string', 'data_dir',

