@@ -67,12 +67,16 @@ STACKED_REFERENCE = 5000  # held-out stacked digits the Frechet distance compare
 MIXTURES = tuple(input_pipeline.MIXTURES)
 POINTS = (*MIXTURES, 'swissroll')
 DATASETS = ('digits', 'stacked_digits', *POINTS)
+MNIST5K = ('mnist5k', 'stacked_mnist5k')  # measured by wgan_jax/eval/mnist_classifier.py
+DATASETS += MNIST5K
 
 # How many samples each dataset's published protocol draws (the 2-D mixtures
 # and Stacked-MNIST: VEEGAN and PacGAN); digits have none, so about three
 # times the held-out digits.
 NUM_SAMPLES = {'gaussians8': 2500, 'gaussians25': 2500, 'swissroll': 2500,
                'digits': 2000, 'stacked_digits': 26_000}
+# mnist5k: as many as the classifier's training digits (its floor draws each once).
+NUM_SAMPLES.update(mnist5k=4000, stacked_mnist5k=26_000)
 
 
 def _subseed(seed: int, stream: int) -> int:
@@ -557,11 +561,18 @@ def evaluate_samples(dataset_name: str, samples, *, seed: int = 0,
     gaussians8, gaussians25: ``modes``, ``modes_total``, ``high_quality``,
     ``w1``, ``w1_floor``, ``w1_floor_std``, ``w1_samples``, ``num_samples``;
     swissroll: the same without the modes; digits: see ``digits_metrics``;
-    stacked_digits: see ``stacked_digits_metrics``.
+    stacked_digits: see ``stacked_digits_metrics``; mnist5k, stacked_mnist5k:
+    see ``wgan_jax.eval.mnist_classifier`` (its cache_dir None: the default
+    cache directory).
   """
   if dataset_name in POINTS:
     return points_metrics(dataset_name, samples, seed=seed, num_std=num_std,
                           min_count=min_count, w1_samples=w1_samples)
+  if dataset_name in MNIST5K:
+    from wgan_jax.eval import mnist_classifier  # pylint: disable=g-import-not-at-top
+    return mnist_classifier.evaluate_samples(
+        dataset_name, samples, seed=seed, classifier_seed=classifier_seed,
+        cache_dir=cache_dir, min_count=min_count)
   if dataset_name == 'digits':
     return digits_metrics(samples, seed=seed, classifier_seed=classifier_seed,
                           cache_dir=cache_dir)

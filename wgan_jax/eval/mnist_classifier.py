@@ -58,10 +58,9 @@ MAX_SHIFT = 2  # training images are shifted by up to this many pixels each way
 EVAL_BATCH = 1000
 STACKED_REFERENCE = 5000  # held-out stacks the stacked distances compare with
 MIN_COUNT = metrics.MIN_COUNT
-# How many samples the measures take by default (wgan_jax.evaluate): as many
-# as the classifier's training digits (the floor then draws each once), and
+# metrics.NUM_SAMPLES has the default sample counts: 4,000 for mnist5k (as
+# many as the classifier's training digits: the floor draws each once) and
 # the Stacked-MNIST protocol's 26,000.
-NUM_SAMPLES = {mnist5k.NAME: 4000, mnist5k.STACKED_NAME: 26_000}
 
 
 class MnistNet(nn.Module):
@@ -231,3 +230,158 @@ def classifier(seed: int = 0, cache_dir: str | None = None) -> MnistClassifier:
                seed, found.test_accuracy, mnist5k.TEST_SIZE)
   _CLASSIFIERS[seed] = found
   return found
+
+
+# --- the measures ---------------------------------------------------------------
+
+
+def _images(samples, channels: tuple[int, ...], dataset_name: str) -> np.ndarray:
+  images = _float_images(samples)
+  if images.ndim != 4 or images.shape[1] != images.shape[2] or (
+      images.shape[3] not in channels) or not len(images):
+    raise UserError(f'{dataset_name} measures need images (N, S, S, '
+                    f'{" or ".join(map(str, channels))}); got {images.shape}.')
+  return images
+
+
+def _check_min_count(min_count: int) -> None:
+  if min_count < 1:
+    raise UserError(f'min_count={min_count}: must be at least 1.')
+
+
+# References and floors depend only on their arguments: computed once per
+# process, however many checkpoints are evaluated.
+
+
+@functools.lru_cache(maxsize=8)
+def _mnist_reference(image_size: int, classifier_seed: int,
+                     cache_dir: str | None) -> np.ndarray:
+  """Classifier features of the 1,000 held-out digits at ``image_size``."""
+  held_out = mnist5k.load_mnist5k(image_size)[mnist5k.split()[1]]
+  return classifier(classifier_seed, cache_dir).features(held_out)
+
+
+def _mnist_scores(images, seed: int, min_count: int, classifier_seed: int,
+                  cache_dir: str | None) -> dict[str, float]:
+  features, logits = classifier(classifier_seed, cache_dir).outputs(images)
+  counts = np.bincount(np.argmax(logits, axis=1), minlength=NUM_CLASSES)
+  result = metrics.feature_distances(
+      features, _mnist_reference(images.shape[1], classifier_seed, cache_dir), seed)
+  result.update(modes=float(np.sum(counts >= min_count)),
+                mode_kl=metrics.kl_to_uniform(counts))
+  return result
+
+
+@functools.lru_cache(maxsize=32)
+def _mnist_floor(image_size: int, n: int, seed: int, min_count: int,
+                 classifier_seed: int, cache_dir: str | None) -> dict[str, float]:
+  """The scores of ``n`` training-split digits (drawn with replacement only
+  where ``n`` exceeds their 4,000)."""
+  train = mnist5k.split()[0]
+  picks = np.random.default_rng([seed, 3]).choice(train, n, replace=n > len(train))
+  images = mnist5k.load_mnist5k(image_size)[picks]
+  return _mnist_scores(_float_images(images), seed, min_count, classifier_seed, cache_dir)
+
+
+def mnist5k_metrics(samples, *, seed: int = 0, classifier_seed: int = 0,
+                    cache_dir: str | None = None,
+                    min_count: int = MIN_COUNT) -> dict[str, float]:
+  """Digit images (N, S, S, 1 or 3; colour is averaged to grey): ``modes``
+  (digits the classifier finds at least ``min_count`` times, of
+  ``modes_total`` = 10), ``mode_kl`` (the class histogram's KL to uniform),
+  ``fd``, ``kid``, ``kid_std`` against the 1,000 held-out digits; each (but
+  ``kid_std``) with its ``*_floor`` from as many training-split digits; and
+  the classifier's held-out ``classifier_accuracy``."""
+  _check_min_count(min_count)
+  images = _images(samples, (1, 3), mnist5k.NAME).mean(axis=-1, keepdims=True)
+  size, n = images.shape[1], len(images)
+  result = _mnist_scores(images, seed, min_count, classifier_seed, cache_dir)
+  floor = _mnist_floor(size, n, seed, min_count, classifier_seed, cache_dir)
+  result.update({f'{k}_floor': v for k, v in floor.items() if k != 'kid_std'})
+  result.update(modes_total=float(NUM_CLASSES),
+                classifier_accuracy=classifier(classifier_seed, cache_dir).test_accuracy,
+                num_samples=float(n))
+  return result
+
+
+def stacked_outputs(images, net: MnistClassifier) -> tuple[np.ndarray, np.ndarray]:
+  """Stacked digits (N, S, S, 3) -> the three channels' features
+  concatenated (N, 384) and each channel's digit (N, 3)."""
+  images = _images(images, (3,), mnist5k.STACKED_NAME)
+  outputs = [net.outputs(images[..., c:c + 1]) for c in range(3)]
+  features = np.concatenate([f for f, _ in outputs], axis=1)
+  digits = np.stack([np.argmax(logits, axis=1) for _, logits in outputs], axis=1)
+  return features, digits
+
+
+def stacked_modes(images, net: MnistClassifier) -> np.ndarray:
+  """The mode ``100 * d0 + 10 * d1 + d2`` (N,) of stacked digits (N, S, S, 3)."""
+  return stacked_outputs(images, net)[1] @ np.array([100, 10, 1])
+
+
+@functools.lru_cache(maxsize=8)
+def _stacked_reference(image_size: int, seed: int, classifier_seed: int,
+                       cache_dir: str | None) -> np.ndarray:
+  """Features of ``STACKED_REFERENCE`` stacks of held-out digits."""
+  test = mnist5k.split()[1]
+  stacks, _ = mnist5k.stack(mnist5k.load_mnist5k(image_size)[test, ..., 0],
+                            mnist5k.labels()[test], STACKED_REFERENCE,
+                            np.random.default_rng([seed, 4]))
+  return stacked_outputs(stacks, classifier(classifier_seed, cache_dir))[0]
+
+
+def _stacked_scores(images, seed: int, min_count: int, classifier_seed: int,
+                    cache_dir: str | None) -> dict[str, float]:
+  features, digits = stacked_outputs(images, classifier(classifier_seed, cache_dir))
+  counts = np.bincount(digits @ np.array([100, 10, 1]), minlength=NUM_STACKED_MODES)
+  result = metrics.feature_distances(
+      features, _stacked_reference(images.shape[1], seed, classifier_seed, cache_dir),
+      seed)
+  result.update(modes=float(np.sum(counts >= min_count)),
+                mode_kl=metrics.kl_to_uniform(counts))
+  for c in range(3):
+    channel = np.bincount(digits[:, c], minlength=NUM_CLASSES)
+    result[f'channel{c}_modes'] = float(np.sum(channel >= min_count))
+  return result
+
+
+@functools.lru_cache(maxsize=32)
+def _stacked_floor(image_size: int, n: int, seed: int, min_count: int,
+                   classifier_seed: int, cache_dir: str | None) -> dict[str, float]:
+  """The scores of ``n`` stacks of training-split digits."""
+  train = mnist5k.split()[0]
+  stacks, _ = mnist5k.stack(mnist5k.load_mnist5k(image_size)[train, ..., 0],
+                            mnist5k.labels()[train], n, np.random.default_rng([seed, 5]))
+  return _stacked_scores(stacks, seed, min_count, classifier_seed, cache_dir)
+
+
+def stacked_mnist5k_metrics(samples, *, seed: int = 0, classifier_seed: int = 0,
+                            cache_dir: str | None = None,
+                            min_count: int = MIN_COUNT) -> dict[str, float]:
+  """Stacked digits (N, S, S, 3): ``modes`` covered (at least ``min_count``
+  samples, of ``modes_total`` = 1000), ``mode_kl`` to uniform,
+  ``channel0_modes`` .. ``channel2_modes`` (digits covered per channel, of
+  10), ``fd``, ``kid``, ``kid_std`` against ``STACKED_REFERENCE`` stacks of
+  held-out digits; each (but ``kid_std``) with its ``*_floor`` from N stacks
+  of training-split digits; and ``classifier_accuracy`` (per digit; a stack
+  is right with about its cube)."""
+  _check_min_count(min_count)
+  images = _images(samples, (3,), mnist5k.STACKED_NAME)
+  size, n = images.shape[1], len(images)
+  result = _stacked_scores(images, seed, min_count, classifier_seed, cache_dir)
+  floor = _stacked_floor(size, n, seed, min_count, classifier_seed, cache_dir)
+  result.update({f'{k}_floor': v for k, v in floor.items() if k != 'kid_std'})
+  result.update(modes_total=float(NUM_STACKED_MODES),
+                classifier_accuracy=classifier(classifier_seed, cache_dir).test_accuracy,
+                num_samples=float(n))
+  return result
+
+
+def evaluate_samples(dataset_name: str, samples, **kwargs) -> dict[str, float]:
+  """``mnist5k_metrics`` or ``stacked_mnist5k_metrics`` (``kwargs``: seed,
+  classifier_seed, cache_dir, min_count)."""
+  if dataset_name == mnist5k.NAME:
+    return mnist5k_metrics(samples, **kwargs)
+  if dataset_name == mnist5k.STACKED_NAME:
+    return stacked_mnist5k_metrics(samples, **kwargs)
+  raise UserError(f'{dataset_name!r} is not one of {", ".join(mnist5k.DATASETS)}.')
