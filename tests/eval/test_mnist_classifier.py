@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from wgan_jax import evaluate, metrics
+from tests.conftest import tiny_config
+from wgan_jax import evaluate, metrics, train
 from wgan_jax.data import mnist5k
 from wgan_jax.errors import UserError
 from wgan_jax.eval import mnist_classifier as mc
@@ -163,3 +164,15 @@ def test_evaluate_measures_both_datasets():
     metrics.evaluate_samples('stacked_mnist5k', np.zeros((10, 32, 32, 1)))
   with pytest.raises(UserError, match='min_count=0'):
     metrics.evaluate_samples('mnist5k', np.zeros((10, 32, 32, 1)), min_count=0)
+
+
+@pytest.mark.parametrize('name', ['mnist5k', 'stacked_mnist5k'])
+def test_a_run_trains_and_is_evaluated(name, tmp_path, classifier):
+  workdir = str(tmp_path / name)
+  train.train(tiny_config(name, num_gen_iters=1), workdir)
+  [record] = evaluate.evaluate(workdir, num_samples=300, cache_dir=str(tmp_path),
+                               progress=False)
+  assert record['dataset'] == name and record['metric'] == 'samples'
+  assert record['classifier_accuracy'] == classifier.test_accuracy
+  # One iteration of a tiny net: noise, far from its floor.
+  assert record['fd'] > 5 * record['fd_floor']
