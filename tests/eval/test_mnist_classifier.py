@@ -166,6 +166,7 @@ def test_evaluate_measures_both_datasets():
     metrics.evaluate_samples('mnist5k', np.zeros((10, 32, 32, 1)), min_count=0)
 
 
+@pytest.mark.slow  # ~35 s each: compiling the nets, the floors
 @pytest.mark.parametrize('name', ['mnist5k', 'stacked_mnist5k'])
 def test_a_run_trains_and_is_evaluated(name, tmp_path, classifier):
   workdir = str(tmp_path / name)
