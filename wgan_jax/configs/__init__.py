@@ -28,8 +28,8 @@ _STACKED_DIGITS = dict(_DIGITS, channels=3)
 # mnist5k (28px MNIST padded to 32px): DCGAN at 32px, nets as narrow as the
 # digits'. Measured on the 2-core CPU: 1000 iterations (ngf = ndf = 16) do not
 # yet give readable digits, 2000 barely (classifier FD 423, then 210; real
-# digits 3.2), so the budget is 5000 (~20 min there at this width; minutes on a
-# GPU). stacked_mnist5k: the same with 3 channels (both measured by
+# digits 3.2), so the budget is 5000 (~20 min there at this width, estimated
+# from a 100-iteration run, not yet confirmed to converge; minutes on a GPU). stacked_mnist5k: the same with 3 channels (both measured by
 # wgan_jax/eval/mnist_classifier.py).
 _MNIST5K = dict(image_size=32, ngf=32, ndf=32, num_gen_iters=5000, sample_every=250)
 _STACKED_MNIST5K = dict(_MNIST5K, channels=3)
