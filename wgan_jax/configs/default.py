@@ -18,9 +18,9 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   # --- Data ---
-  # digits | stacked_digits | gaussians8 | gaussians25 | swissroll (embedded), a
-  # tensorflow-datasets name (celeb_a, cifar10, mnist, lsun/bedroom, ...), or
-  # folder:PATH (every image under PATH)
+  # digits | stacked_digits | mnist5k | stacked_mnist5k | gaussians8 | gaussians25 |
+  # swissroll (embedded), a tensorflow-datasets name (celeb_a, cifar10, mnist,
+  # lsun/bedroom, ...), or folder:PATH (every image under PATH)
   c.dataset = 'digits'
   c.data_dir = ''  # tensorflow-datasets' data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
   c.split = 'train'  # tensorflow-datasets split: train, test, train+test, all, ...

