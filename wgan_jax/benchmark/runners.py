@@ -204,7 +204,11 @@ class Worker:
     env = dict(os.environ)
     try:
       if variant.framework == 'ours':
-        if options.get('backend'):
+        if options.get('backend') == 'gpu':
+          # 'gpu' is no plugin name: with it jax also tries ROCm and fails on a
+          # CUDA machine (and the reverse); left to itself it takes the GPU.
+          os.environ.pop('JAX_PLATFORMS', None)
+        elif options.get('backend'):
           os.environ['JAX_PLATFORMS'] = options['backend']
         if variant.xla_flags is not None:
           os.environ['XLA_FLAGS'] = variant.xla_flags
