@@ -1,19 +1,28 @@
-r"""The paper's claims, measured: one command per experiment.
+r"""The paper's claims, measured until training has flattened: one command per experiment.
 
-  python experiments/claims.py --experiment=loss_meaning    # 1. the loss tracks sample quality
-  python experiments/claims.py --experiment=mode_collapse   # 2. WGAN vs GAN vs WGAN-GP on mixtures
-  python experiments/claims.py --experiment=architectures   # 3. MLP and no-BN generators
-  python experiments/claims.py --experiment=optimizers      # 4. RMSProp vs Adam
+  python experiments/claims.py --experiment=mode_collapse   # WGAN vs WGAN-GP vs GAN: 2-D mixtures, Stacked MNIST
+  python experiments/claims.py --experiment=loss_meaning    # the loss tracks sample quality
+  python experiments/claims.py --experiment=architectures   # MLP and no-BN generators
+  python experiments/claims.py --experiment=optimizers      # RMSProp vs Adam
   python experiments/claims.py --experiment=precision       # (ours) bfloat16 vs float32
 
-Each trains its runs (several seeds at once with ``num_seeds``, one compile),
-measures every checkpoint with ``wgan_jax.evaluate`` and writes
-``<out>/<experiment>.json`` (the numbers, the commands' settings, the machine,
-the wall time) and ``<out>/<experiment>.png``. ``--summarize_only`` rebuilds
-both from the workdirs of an earlier run. experiments/RESULTS.md reads them.
+Each run trains all its seeds in one process (``num_seeds``), keeps a
+checkpoint every ``num_gen_iters / --checkpoints`` generator iterations,
+measures every one of them with ``wgan_jax.evaluate`` and writes
+``<workdirs>/<experiment>/<run>/claims_run.json``: the settings, the machine,
+the training signal, each measure per checkpoint with the wall-clock seconds at
+which training reached it, and whether the stopping rule was met. The
+experiment's ``<out>/<experiment>.json`` and its figures are built from those
+files, so runs can train in separate processes side by side (``--only=RUN``
+each, e.g. one per GPU process) and one more ``--summarize_only`` collects them.
 
-The sizes are chosen to fit a 2-core CPU in minutes per run (see each
-experiment's ``RUNS``); ``--num_gen_iters`` and ``--num_seeds`` scale them.
+The stopping rule: a run has flattened once the median-filtered training
+signal (the Wasserstein estimate; the discriminator's loss for the GAN;
+window 5% of the run) stays, from then to the end, within ``FLAT_TOLERANCE``
+(5%) of its range over the run around its mean over the last quarter; the rule
+is met when that happened before the last quarter began. Budgets (``BUDGETS``)
+were set from pilot runs so that the WGAN curves meet the rule; every run
+records whether it did, and where.
 """
 
 from __future__ import annotations
@@ -33,156 +42,157 @@ _EXPERIMENT = flags.DEFINE_enum(
     'experiment', None,
     ['loss_meaning', 'mode_collapse', 'architectures', 'optimizers', 'precision'],
     'Which experiment to run.', required=True)
-_OUT = flags.DEFINE_string('out', 'experiments/results', 'Where the figure and JSON go.')
+_OUT = flags.DEFINE_string('out', 'experiments/results', 'Where the figures and JSON go.')
 _WORKDIRS = flags.DEFINE_string('workdirs', '/tmp/wgan_jax_claims', "Where the runs' workdirs go.")
-_SEEDS = flags.DEFINE_integer('num_seeds', 0, 'Seeds per run (0: the experiment\'s own).')
-_ITERS = flags.DEFINE_integer('num_gen_iters', 0, 'Generator iterations (0: the experiment\'s own).')
+_SEEDS = flags.DEFINE_integer('num_seeds', 0, "Seeds per run (0: the experiment's own).")
+_ITERS = flags.DEFINE_integer('num_gen_iters', 0, "Generator iterations (0: the run's budget).")
+_CHECKPOINTS = flags.DEFINE_integer('checkpoints', 20, 'Checkpoints measured per run.')
 _ONLY = flags.DEFINE_list('only', [], 'Run only these runs (by name) of the experiment.')
+_SET = flags.DEFINE_list('set', [], 'FIELD=VALUE settings for every run, after its own '
+                         '(e.g. a quick check: warmup_gen_iters=0,ngf=8,ndf=8).')
 _SUMMARIZE_ONLY = flags.DEFINE_bool('summarize_only', False,
-                                    'Rebuild the JSON and figure from the workdirs.')
+                                    'Rebuild the JSON and figures from the workdirs.')
 
-# The 2-D experiments use the networks of the Unrolled GAN / VEEGAN / PacGAN
-# mixture protocol (MLPs, width 128, batch 512 there, 256 here): a quarter of
-# the width of the library's toy preset, a sixteenth of its cost.
-TOY = dict(ngf=128, ndf=128, batch_size=256, num_gen_iters=2000)
-DIGITS = dict(num_gen_iters=1000)
+# Generator iterations per dataset, from pilot runs (experiments/RESULTS.md):
+# long enough for the WGAN's median-filtered estimate to flatten.
+BUDGETS = {'gaussians8': 20_000, 'gaussians25': 20_000, 'mnist5k': 10_000,
+           'stacked_mnist5k': 10_000, 'digits': 2_000}
+FLAT_TOLERANCE = 0.05
+LOSSES = ('wgan', 'wgan-gp', 'gan')
 
-# name: (dataset, overrides). Each experiment's runs.
+# name: (dataset, overrides). Every run starts from its dataset's preset (the
+# library's own: MLP width 512, nz 2, batch 256 on the mixtures; DCGAN at 32px
+# on the MNIST sets) and its loss's defaults.
 RUNS = {
-    'loss_meaning': {
-        'digits-wgan': ('digits', dict(DIGITS, loss='wgan', checkpoint_every=100)),
-        'digits-gan': ('digits', dict(DIGITS, loss='gan', checkpoint_every=100)),
-        'gaussians8-wgan': ('gaussians8', dict(TOY, loss='wgan', checkpoint_every=200)),
-        'gaussians8-gan': ('gaussians8', dict(TOY, loss='gan', checkpoint_every=200)),
-    },
     'mode_collapse': {
-        f'{data}-{loss}': (data, dict(TOY if data != 'stacked_digits' else
-                                      dict(num_gen_iters=500), loss=loss, num_seeds=5))
-        for data in ('gaussians8', 'gaussians25', 'stacked_digits')
-        for loss in ('wgan', 'gan', 'wgan-gp')
+        f'{data}-{loss}': (data, dict(loss=loss, num_seeds=5))
+        for data in ('gaussians8', 'gaussians25', 'stacked_mnist5k') for loss in LOSSES
+    },
+    'loss_meaning': {
+        f'{data}-{loss}': (data, dict(loss=loss, num_seeds=2))
+        for data in ('mnist5k', 'gaussians8') for loss in ('wgan', 'gan')
     },
     'architectures': {
-        f'{arch}-{loss}': ('digits', dict(DIGITS, loss=loss, **overrides))
+        f'{arch}-{loss}': ('mnist5k', dict(loss=loss, num_seeds=2, **overrides))
         for arch, overrides in (('mlp_generator', dict(generator='mlp', ngf=512)),
                                 ('dcgan_no_bn', dict(no_bn=True)))
         for loss in ('wgan', 'gan')
     },
     'optimizers': {
-        f'digits-{opt}': ('digits', dict(DIGITS, loss='wgan', optimizer=opt, num_seeds=2,
-                                         checkpoint_every=100))
+        f'mnist5k-{opt}': ('mnist5k', dict(loss='wgan', optimizer=opt, num_seeds=2))
         for opt in ('rmsprop', 'adam')
     },
     # Not a claim of the paper: what --compute_dtype=bfloat16 does to the
-    # samples, since it leaves step-for-step parity (parity_report.py).
+    # samples, since it leaves step-for-step parity (docs/parity.md).
     'precision': {
-        f'digits-{dtype}': ('digits', dict(DIGITS, loss='wgan', compute_dtype=dtype, num_seeds=2,
-                                           checkpoint_every=100))
+        f'mnist5k-{dtype}': ('mnist5k', dict(loss='wgan', compute_dtype=dtype, num_seeds=2))
         for dtype in ('float32', 'bfloat16')
     },
 }
-KEEP = 100  # checkpoints kept: every one is evaluated
+RUN_FILE = 'claims_run.json'
+# The measures plotted, in this order, where a dataset's evaluation has them.
+MEASURES = ('modes', 'high_quality', 'w1', 'mode_kl', 'fd', 'kid', 'class_kl')
 
 
-def _config(dataset: str, overrides: dict):
-  # The dataset's preset, then the loss's own defaults (optimiser, clipping,
-  # schedule), then the experiment's settings.
+def run_config(dataset: str, overrides: dict):
+  """The dataset's preset, the loss's defaults, then the run's settings."""
   config = configs.get_config(dataset, overrides.get('loss', 'wgan'))
-  config.update(progress_bar=False, keep_checkpoints=KEEP)
   overrides = dict(overrides)
+  overrides.setdefault('num_gen_iters', BUDGETS[dataset])
   if _ITERS.value:
     overrides['num_gen_iters'] = _ITERS.value
-  if _SEEDS.value and overrides.get('num_seeds', 1) > 1:
+  if _SEEDS.value:
     overrides['num_seeds'] = _SEEDS.value
   for field, value in overrides.items():
     config[field] = value
-  config.sample_every = max(1, config.num_gen_iters // 10)
-  config.checkpoint_every = config.get('checkpoint_every') or config.num_gen_iters
-  if config.checkpoint_every > config.num_gen_iters:
-    config.checkpoint_every = config.num_gen_iters
+  for item in _SET.value:
+    field, value = item.split('=', 1)
+    config[field] = type(config[field])(value) if not isinstance(config[field], bool) else (
+        value.lower() in ('1', 'true', 'yes'))
+  every = max(1, config.num_gen_iters // _CHECKPOINTS.value)
+  config.update(progress_bar=False, keep_checkpoints=_CHECKPOINTS.value + 2,
+                checkpoint_every=every, sample_every=every)
   return config
 
 
-def _seed_dirs(workdir: str, config) -> list[str]:
-  if config.get('num_seeds', 1) > 1:
+def seed_dirs(workdir: str, config) -> list[str]:
+  if config.num_seeds > 1:
     return [os.path.join(workdir, f'seed_{config.seed + k}') for k in range(config.num_seeds)]
   return [workdir]
 
 
-def _evaluate(seed_dir: str, which: str) -> list[dict]:
-  path = os.path.join(seed_dir, evaluate.RESULTS)
-  if os.path.exists(path):
-    os.remove(path)  # a fresh measurement of this run's checkpoints
-  return evaluate.evaluate(seed_dir, which=which, progress=False)
+def train_and_measure(name: str, dataset: str, overrides: dict, workdir: str) -> dict:
+  """Trains one run (every seed), measures every checkpoint, writes RUN_FILE."""
+  config = run_config(dataset, overrides)
+  clock = {}  # generator iteration -> seconds since training began
+  t0 = time.perf_counter()
+
+  def on_samples(done, grid, curve):
+    del grid, curve
+    clock[done] = time.perf_counter() - t0
+
+  logging.info('Training %s: %d generator iterations, %d seed(s).', name,
+               config.num_gen_iters, config.num_seeds)
+  train.train(config, workdir, on_samples=on_samples)
+  train_seconds = time.perf_counter() - t0
+  seeds = []
+  for seed_dir in seed_dirs(workdir, config):
+    results = os.path.join(seed_dir, evaluate.RESULTS)
+    if os.path.exists(results):
+      os.remove(results)  # a fresh measurement of this run's checkpoints
+    evaluation = evaluate.evaluate(seed_dir, which='all', progress=False)
+    for record in evaluation:
+      record['seconds'] = clock.get(record['gen_iter'])
+    records = writers.read_metrics(os.path.join(seed_dir, 'metrics.jsonl'))
+    seeds.append({'workdir': seed_dir, 'evaluation': evaluation, 'training': curve(records)})
+  result = {'name': name, 'dataset': dataset, 'settings': settings(config),
+            'train_seconds': train_seconds, 'machine': runtime.machine(devices=True),
+            'seeds': seeds}
+  result['summary'] = summary(result['seeds'])
+  with open(os.path.join(workdir, RUN_FILE), 'w', encoding='utf-8') as f:
+    json.dump(result, f)
+  return result
 
 
-def _read_evaluation(seed_dir: str) -> list[dict]:
-  with open(os.path.join(seed_dir, evaluate.RESULTS), encoding='utf-8') as f:
-    return [json.loads(line) for line in f]
-
-
-def run(experiment: str) -> dict:
-  """Trains (unless summarising) and measures the experiment's runs."""
-  root = os.path.join(_WORKDIRS.value, experiment)
-  earlier = {}
-  json_path = os.path.join(_OUT.value, f'{experiment}.json')
-  if _SUMMARIZE_ONLY.value and os.path.exists(json_path):
-    with open(json_path, encoding='utf-8') as f:
-      earlier = {r['name']: r for r in json.load(f)['runs']}
-  results = []
-  for name, (dataset, overrides) in RUNS[experiment].items():
-    if _ONLY.value and name not in _ONLY.value:
-      continue
-    config = _config(dataset, overrides)
-    workdir = os.path.join(root, name)
-    if _SUMMARIZE_ONLY.value and not os.path.isdir(workdir):
-      logging.warning('%s: no workdir %s (not run); left out.', name, workdir)
-      continue
-    seconds = earlier.get(name, {}).get('train_seconds')
-    if not _SUMMARIZE_ONLY.value:
-      logging.info('%s: training %s', experiment, name)
-      t0 = time.perf_counter()
-      train.train(config, workdir)
-      seconds = time.perf_counter() - t0
-    which = 'all' if experiment in ('loss_meaning', 'optimizers', 'precision') else 'newest'
-    seeds = []
-    for seed_dir in _seed_dirs(workdir, config):
-      evaluation = (_read_evaluation(seed_dir) if _SUMMARIZE_ONLY.value
-                    else _evaluate(seed_dir, which))
-      records = writers.read_metrics(os.path.join(seed_dir, 'metrics.jsonl'))
-      seeds.append({'workdir': seed_dir, 'evaluation': evaluation,
-                    'training': _curve(records)})
-    results.append({'name': name, 'dataset': dataset, 'settings': _settings(config),
-                    'train_seconds': seconds, 'seeds': seeds,
-                    'summary': _summary(seeds)})
-  return {'experiment': experiment, 'machine': runtime.machine(devices=True), 'runs': results}
-
-
-def _settings(config) -> dict:
+def settings(config) -> dict:
   keys = ('dataset', 'loss', 'generator', 'critic', 'no_bn', 'critic_bn', 'ngf', 'ndf', 'nz',
-          'image_size', 'batch_size', 'optimizer', 'lr_critic', 'lr_gen', 'beta1', 'clip',
-          'n_critic', 'num_gen_iters', 'num_seeds', 'seed', 'compute_dtype')
+          'image_size', 'channels', 'batch_size', 'optimizer', 'lr_critic', 'lr_gen', 'beta1',
+          'clip', 'n_critic', 'num_gen_iters', 'num_seeds', 'seed', 'compute_dtype')
   return {k: config.get(k) for k in keys if k in config}
 
 
-def _curve(records: list[dict]) -> dict:
-  """The per-iteration training signal: the Wasserstein estimate (WGANs) or
-  the discriminator's loss (GAN), and its median filter as the paper plots it."""
+def curve(records: list[dict]) -> dict:
+  """The training signal per generator iteration, its median filter (window
+  5% of the run, as the paper's plots smooth it) and the stopping rule."""
   key = 'wasserstein' if 'wasserstein' in records[0] else 'critic_loss'
   values = np.array([r[key] for r in records], np.float64)
-  window = max(1, len(values) // 50)
-  return {'key': key, 'gen_iter': [r['gen_iter'] for r in records],
-          'values': values.tolist(),
-          'median': visualize.median_filter(values, window).tolist(), 'window': window}
+  window = max(1, len(values) // 20)
+  median = visualize.median_filter(values, window)
+  gen_iter = [r['gen_iter'] for r in records]
+  return {'key': key, 'gen_iter': gen_iter, 'median': median.tolist(), 'window': window,
+          'flat_from': flattened_at(gen_iter, median)}
 
 
-MEASURES = ('modes', 'high_quality', 'w1', 'fd', 'kid', 'class_kl', 'mode_kl')
+def flattened_at(gen_iter, median, tolerance: float = FLAT_TOLERANCE) -> int | None:
+  """The generator iteration from which the median-filtered signal stays
+  within ``tolerance`` of its range around its last-quarter mean; None when
+  that is not before the last quarter (the rule is not met)."""
+  median = np.asarray(median, np.float64)
+  n = len(median)
+  if n < 8:
+    return None
+  level = median[-(n // 4):].mean()
+  band = tolerance * max(median.max() - median.min(), 1e-12)
+  outside = np.nonzero(np.abs(median - level) > band)[0]
+  first = 0 if len(outside) == 0 else outside[-1] + 1
+  return int(gen_iter[first]) if first < n - n // 4 else None
 
 
-def _summary(seeds: list[dict]) -> dict:
-  """Mean and std over seeds of each measure of the newest checkpoint, and
-  (with several checkpoints) the Spearman correlation of the training signal
-  with each measure over checkpoints, per seed."""
-  out = {}
+def summary(seeds: list[dict]) -> dict:
+  """Per measure: mean and std over seeds of the newest checkpoint's value;
+  the stopping rule per seed; with several checkpoints, the Spearman
+  correlation of the training signal with each measure, per seed."""
+  out = {'flat_from': [s['training']['flat_from'] for s in seeds]}
   finals = [s['evaluation'][-1] for s in seeds]
   for m in MEASURES:
     if m in finals[0]:
@@ -190,134 +200,163 @@ def _summary(seeds: list[dict]) -> dict:
       out[m] = {'mean': float(values.mean()), 'std': float(values.std()),
                 'values': values.tolist()}
   if len(seeds[0]['evaluation']) >= 3:
-    for m in ('w1', 'fd', 'class_kl', 'modes'):
+    for m in ('w1', 'fd', 'class_kl', 'mode_kl', 'modes'):
       if m not in finals[0]:
         continue
       rhos = []
       for s in seeds:
-        curve = s['training']
-        at = {it: v for it, v in zip(curve['gen_iter'], curve['median'])}
-        xs = [at[e['gen_iter']] for e in s['evaluation']]
+        xs = [at(s['training'], e['gen_iter']) for e in s['evaluation']]
         ys = [e[m] for e in s['evaluation']]
         rhos.append(float(stats.spearmanr(xs, ys).statistic))
       out[f'spearman_{m}'] = rhos
   return out
 
 
+def at(curve_: dict, gen_iter: int) -> float:
+  """The median-filtered signal at (or just before) a generator iteration."""
+  i = int(np.searchsorted(curve_['gen_iter'], gen_iter, side='right')) - 1
+  return curve_['median'][max(i, 0)]
+
+
 # --- figures ---------------------------------------------------------------------
 
 
-def _grid_image(seed_dir: str, gen_iter: int | None = None):
-  samples = os.path.join(seed_dir, 'samples')
-  names = sorted(n for n in os.listdir(samples) if n.startswith(('fake_', 'scatter_')))
-  if gen_iter is not None:
-    names = [n for n in names if int(n.split('_')[1].split('.')[0]) <= gen_iter] or names
-  with Image.open(os.path.join(samples, names[-1])) as im:
-    return np.asarray(im.convert('RGB')), names[-1]
+def _band(runs_seeds: list[dict], measure: str, x: str):
+  """x values and the mean, min and max over seeds of ``measure``."""
+  xs = [[e.get(x) for e in s['evaluation']] for s in runs_seeds]
+  ys = np.array([[e[measure] for e in s['evaluation']] for s in runs_seeds], np.float64)
+  xs = np.array([np.nan if v is None else v for v in xs[0]], np.float64)
+  return xs, ys.mean(0), ys.min(0), ys.max(0)
 
 
-def figure(result: dict) -> str:
+def figure(result: dict, x: str = 'gen_iter') -> str:
+  """One column per dataset; the training signal on top, then each measure
+  over generator iterations (``x='gen_iter'``) or wall-clock seconds; one
+  line per run, the mean over seeds with their range shaded."""
   plt = visualize._pyplot()  # pylint: disable=protected-access
-  experiment, runs = result['experiment'], result['runs']
-  if experiment == 'loss_meaning':
-    fig, axes = plt.subplots(3, len(runs), figsize=(4.2 * len(runs), 10), dpi=100)
-    axes = np.array(axes).reshape(3, len(runs))
-    for col, r in enumerate(runs):
-      seed = r['seeds'][0]
-      curve, ev = seed['training'], seed['evaluation']
-      measure = 'fd' if 'fd' in ev[0] else 'w1'
-      ax = axes[0, col]
-      ax.plot(curve['gen_iter'], curve['values'], alpha=0.25, lw=0.6)
-      ax.plot(curve['gen_iter'], curve['median'], lw=1.6,
-              label=f'{curve["key"]} (median of {2 * (curve["window"] // 2) + 1})')
-      ax.set_title(r['name'])
-      ax.set_xlabel('generator iterations')
-      ax.legend(fontsize=7, loc='upper right')
-      twin = ax.twinx()
-      twin.plot([e['gen_iter'] for e in ev], [e[measure] for e in ev], 'o-', color='tab:red',
-                ms=3, label=measure)
-      if f'{measure}_floor' in ev[0]:
-        twin.axhline(ev[0][f'{measure}_floor'], color='tab:red', ls=':', lw=0.8)
-      twin.set_ylabel(f'{measure} (red; dotted: real data)', color='tab:red')
-      rho = r['summary'].get(f'spearman_{measure}', [float('nan')])[0]
-      axes[1, col].scatter([_at(curve, e['gen_iter']) for e in ev], [e[measure] for e in ev], s=12)
-      axes[1, col].set_xlabel(f'{curve["key"]} (median-filtered)')
-      axes[1, col].set_ylabel(measure)
-      axes[1, col].set_title(f'Spearman {rho:+.2f} over {len(ev)} checkpoints', fontsize=9)
-      steps = [e['gen_iter'] for e in ev]
-      picks = [steps[0], steps[len(steps) // 2], steps[-1]]
-      tiles = [_grid_image(seed['workdir'], p)[0] for p in picks]
-      h = min(t.shape[0] for t in tiles)
-      axes[2, col].imshow(np.concatenate([t[:h] for t in tiles], axis=1))
-      axes[2, col].set_title('samples at ' + ', '.join(map(str, picks)), fontsize=9)
-      axes[2, col].set_axis_off()
-  elif experiment == 'mode_collapse':
-    datasets = sorted({r['dataset'] for r in runs}, key=[r['dataset'] for r in runs].index)
-    losses = sorted({r['settings']['loss'] for r in runs}, key=[r['settings']['loss'] for r in runs].index)
-    fig, axes = plt.subplots(len(datasets), len(losses), figsize=(4 * len(losses), 4 * len(datasets)),
-                             dpi=100)
-    axes = np.array(axes).reshape(len(datasets), len(losses))
-    for r in runs:
-      ax = axes[datasets.index(r['dataset']), losses.index(r['settings']['loss'])]
-      ax.imshow(_grid_image(r['seeds'][0]['workdir'])[0])
-      s = r['summary']
-      ax.set_title(f'{r["name"]}: modes {s["modes"]["mean"]:.1f} ± {s["modes"]["std"]:.1f}', fontsize=9)
-      ax.set_axis_off()
-  else:
-    fig, axes = plt.subplots(2, len(runs), figsize=(4 * len(runs), 7.5), dpi=100)
-    axes = np.array(axes).reshape(2, len(runs))
-    for col, r in enumerate(runs):
-      seed = r['seeds'][0]
-      axes[0, col].imshow(_grid_image(seed['workdir'])[0])
-      s = r['summary']
-      axes[0, col].set_title(f'{r["name"]}: FD {s["fd"]["mean"]:.3g}', fontsize=9)
-      axes[0, col].set_axis_off()
-      for k, sd in enumerate(r['seeds']):
-        curve = sd['training']
-        axes[1, col].plot(curve['gen_iter'], curve['median'], lw=1.2, label=f'seed {k}')
-      axes[1, col].set_xlabel('generator iterations')
-      axes[1, col].set_ylabel(r['seeds'][0]['training']['key'] + ' (median-filtered)')
-      axes[1, col].legend(fontsize=7)
+  runs = result['runs']
+  datasets = list(dict.fromkeys(r['dataset'] for r in runs))
+  rows = ['signal'] + [m for m in MEASURES
+                       if any(m in r['seeds'][0]['evaluation'][0] for r in runs)]
+  fig, axes = plt.subplots(len(rows), len(datasets),
+                           figsize=(4.6 * len(datasets), 2.6 * len(rows)), dpi=90,
+                           squeeze=False)
+  for col, dataset in enumerate(datasets):
+    for r in [r for r in runs if r['dataset'] == dataset]:
+      label = r['name'].removeprefix(dataset + '-')
+      seeds = r['seeds']
+      c = seeds[0]['training']
+      scale = 1.0
+      if x == 'seconds':
+        ev = seeds[0]['evaluation']
+        known = [(e['gen_iter'], e['seconds']) for e in ev if e.get('seconds')]
+        scale = known[-1][1] / known[-1][0] if known else np.nan
+      # Each run's signal scaled to its own range: WGAN estimates and GAN
+      # losses differ in units, what matters here is where each flattens.
+      median = np.asarray(c['median'])
+      scaled = (median - median.min()) / max(np.ptp(median), 1e-12)
+      line = axes[0, col].plot(np.array(c['gen_iter']) * scale, scaled, lw=1.2,
+                               label=label)[0]
+      if c['flat_from'] is not None:
+        axes[0, col].axvline(c['flat_from'] * scale, color=line.get_color(), ls=':', lw=0.8)
+      axes[0, col].set_ylabel('training signal (median, scaled)', fontsize=8)
+      for row, m in enumerate(rows[1:], start=1):
+        if m not in seeds[0]['evaluation'][0]:
+          axes[row, col].set_axis_off()
+          continue
+        xs, mean, lo, hi = _band(seeds, m, x)
+        axes[row, col].plot(xs, mean, 'o-', ms=2, lw=1.2, color=line.get_color(), label=label)
+        axes[row, col].fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+        floor = seeds[0]['evaluation'][-1].get(f'{m}_floor')
+        if floor is not None:
+          axes[row, col].axhline(floor, color='k', ls=':', lw=0.8)
+        axes[row, col].set_ylabel(m, fontsize=8)
+    axes[0, col].set_title(dataset)
+    axes[0, col].legend(fontsize=7)
+    axes[-1, col].set_xlabel('generator iterations' if x == 'gen_iter'
+                             else 'wall-clock seconds of training')
+  fig.suptitle(f'{result["experiment"]}: mean over seeds, band = their range;\n'
+               'dotted: real data (the floor), or where the signal flattened', fontsize=9)
   fig.tight_layout()
-  path = os.path.join(_OUT.value, f'{experiment}.png')
+  suffix = '' if x == 'gen_iter' else '_seconds'
+  path = os.path.join(_OUT.value, f'{result["experiment"]}{suffix}.png')
   fig.savefig(path)
   plt.close(fig)
   return path
 
 
-def _thinned(result: dict, points: int = 200) -> dict:
-  """The result with each training curve cut to about ``points`` points of its
-  median (the per-iteration values stay in each run's metrics.jsonl)."""
+def samples_figure(result: dict) -> str:
+  """Each run's final sample grid (its first seed)."""
+  plt = visualize._pyplot()  # pylint: disable=protected-access
+  runs = result['runs']
+  cols = min(len(runs), 3)
+  nrows = -(-len(runs) // cols)
+  fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.8 * nrows), dpi=90,
+                           squeeze=False)
+  for ax in axes.flat:
+    ax.set_axis_off()
+  for ax, r in zip(axes.flat, runs):
+    samples = os.path.join(r['seeds'][0]['workdir'], 'samples')
+    if not os.path.isdir(samples):
+      continue
+    names = sorted(n for n in os.listdir(samples) if n.startswith(('fake_', 'scatter_')))
+    with Image.open(os.path.join(samples, names[-1])) as im:
+      ax.imshow(np.asarray(im.convert('RGB')))
+    ax.set_title(f'{r["name"]} at {r["settings"]["num_gen_iters"]}', fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(_OUT.value, f'{result["experiment"]}_samples.png')
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
+def thinned(result: dict, points: int = 200) -> dict:
+  """The result with each training curve cut to about ``points`` points (the
+  per-iteration values stay in each run's metrics.jsonl)."""
   result = json.loads(json.dumps(result))
   for r in result['runs']:
     for seed in r['seeds']:
-      curve = seed['training']
-      step = max(1, len(curve['gen_iter']) // points)
-      curve['gen_iter'] = curve['gen_iter'][::step]
-      curve['median'] = [round(v, 6) for v in curve['median'][::step]]
-      del curve['values']
+      c = seed['training']
+      step = max(1, len(c['gen_iter']) // points)
+      c['gen_iter'] = c['gen_iter'][::step]
+      c['median'] = [round(v, 6) for v in c['median'][::step]]
   return result
-
-
-def _at(curve: dict, gen_iter: int) -> float:
-  return curve['median'][curve['gen_iter'].index(gen_iter)]
 
 
 def main(argv):
   del argv
+  experiment = _EXPERIMENT.value
   os.makedirs(_OUT.value, exist_ok=True)
+  root = os.path.join(_WORKDIRS.value, experiment)
   t0 = time.perf_counter()
-  result = run(_EXPERIMENT.value)
-  result['wall_seconds'] = time.perf_counter() - t0
-  result['figure'] = figure(result)
-  path = os.path.join(_OUT.value, f'{_EXPERIMENT.value}.json')
-  with open(path, 'w', encoding='utf-8') as f:
-    json.dump(_thinned(result), f, indent=1)
-  for r in result['runs']:
-    summary = {k: (f'{v["mean"]:.4g} ± {v["std"]:.2g}' if isinstance(v, dict) else
-                   [round(x, 3) for x in v]) for k, v in r['summary'].items()}
-    print(f'{r["name"]:28s} {summary}')
-  print(f'{path}, {result["figure"]}; {result["wall_seconds"]:.0f} s on {runtime.machine_text(result["machine"])}')
+  runs = []
+  for name, (dataset, overrides) in RUNS[experiment].items():
+    if _ONLY.value and name not in _ONLY.value:
+      continue
+    workdir = os.path.join(root, name)
+    path = os.path.join(workdir, RUN_FILE)
+    if _SUMMARIZE_ONLY.value:
+      if not os.path.exists(path):
+        logging.warning('%s: no %s (not run); left out.', name, path)
+        continue
+      with open(path, encoding='utf-8') as f:
+        runs.append(json.load(f))
+    else:
+      runs.append(train_and_measure(name, dataset, overrides, workdir))
+  if not runs:
+    raise app.UsageError(f'no run of {experiment} to summarise in {root}.')
+  result = {'experiment': experiment, 'runs': runs, 'machine': runs[0]['machine'],
+            'wall_seconds': None if _SUMMARIZE_ONLY.value else time.perf_counter() - t0}
+  result['figures'] = [figure(result), figure(result, 'seconds'), samples_figure(result)]
+  out = os.path.join(_OUT.value, f'{experiment}.json')
+  with open(out, 'w', encoding='utf-8') as f:
+    json.dump(thinned(result), f, indent=1)
+  for r in runs:
+    s = r['summary']
+    cells = {k: (f'{v["mean"]:.4g} ± {v["std"]:.2g}' if isinstance(v, dict) else v)
+             for k, v in s.items()}
+    print(f'{r["name"]:26s} {r["train_seconds"]:7.0f} s  {cells}')
+  print(f'{out}, {", ".join(result["figures"])}; {runtime.machine_text(result["machine"])}')
 
 
 if __name__ == '__main__':

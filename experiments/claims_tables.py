@@ -26,13 +26,15 @@ def table(result: dict) -> str:
   keys = [k for k in MEASURES if any(k in r['summary'] for r in runs)]
   rhos = sorted({k for r in runs for k in r['summary'] if k.startswith('spearman_')})
   head = ['run', 'seeds', 'iterations', *(MEASURES[k] for k in keys),
-          *(f'Spearman (signal, {k[9:]})' for k in rhos), 'train s']
+          *(f'Spearman (signal, {k[9:]})' for k in rhos), 'flat from', 'train s']
   lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
   for r in runs:
     s = r['summary']
     cells = [r['name'], str(len(r['seeds'])), str(r['settings']['num_gen_iters'])]
     cells += [_cell(s[k]) if k in s else '' for k in keys]
     cells += [', '.join(f'{x:+.2f}' for x in s[k]) if k in s else '' for k in rhos]
+    flat = s.get('flat_from')
+    cells.append('' if flat is None else ', '.join('-' if f is None else str(f) for f in flat))
     cells.append(f'{r["train_seconds"]:.0f}' if r.get('train_seconds') else '')
     lines.append('| ' + ' | '.join(cells) + ' |')
   floors = {}

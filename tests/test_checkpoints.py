@@ -20,8 +20,8 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import serialization
 
-from wgan_jax import (checkpoints, data as data_lib, generate, parallel, steps, train,
-                      visualize, writers)
+from wgan_jax import (checkpoints, data as data_lib, files, generate, parallel, steps, train,
+                      writers)
 from wgan_jax.errors import UserError
 from wgan_jax.state import create_state, root_key
 
@@ -500,17 +500,17 @@ def test_a_disk_that_fails_mid_run_stops_it_with_one_line(trained, template, tmp
     expected = (f'could not write the checkpoint of iteration 10 to {workdir}/checkpoints '
                 f'({full}); the last complete checkpoint is iteration 8.')
   else:
-    atomic_save = visualize._atomic_save  # pylint: disable=protected-access
+    write_atomic = files.write_atomic
     path = os.path.join(workdir, 'samples', 'scatter_000010.png')
 
-    def failing(name, write):
+    def failing(name, write, text=False):
       if name == path:
-        raise OSError(errno.ENOSPC, full, name + '.tmp')
-      return atomic_save(name, write)
+        raise OSError(errno.ENOSPC, full, files.tmp_name(name))
+      return write_atomic(name, write, text)
 
-    monkeypatch.setattr(visualize, '_atomic_save', failing)
-    expected = (f'could not write {path}.tmp ({full}): training stopped; the last '
-                f'complete checkpoint, iteration 8, is in {workdir}/checkpoints.')
+    monkeypatch.setattr(files, 'write_atomic', failing)
+    expected = (f'could not write {files.tmp_name(path)} ({full}): training stopped; the '
+                f'last complete checkpoint, iteration 8, is in {workdir}/checkpoints.')
   with pytest.raises(UserError) as info:
     train.train(config, workdir)
   message = str(info.value)
