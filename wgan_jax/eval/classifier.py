@@ -141,33 +141,44 @@ class DigitsClassifier:
     return np.argmax(self.outputs(images)[1], axis=1)
 
 
+def fit(net, tx, params, batches):
+  """``params`` of ``net`` (which returns (features, logits)) trained with
+  ``tx`` on softmax cross-entropy, one step per (images, labels) of ``batches``."""
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(params, opt_state, x, y):
+    def loss(p):
+      _, logits = net.apply({'params': p}, x)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state)
+    return optax.apply_updates(params, updates), opt_state
+
+  for x, y in batches:
+    params, opt_state = step(params, opt_state, x, y)
+  return params
+
+
 def train_digits_classifier(image_size: int, seed: int = 0) -> DigitsClassifier:
   """Trains ``DigitsNet`` on the training split of the digits at
   ``image_size`` (Adam, cross-entropy); deterministic given ``seed``."""
   images = embedded.load_digits(image_size)
   labels = embedded.digit_labels()
   train, test = digits_split()
-  tx = optax.adam(LEARNING_RATE)
   params = _NET.init(jax.random.key(seed), images[:1])['params']
-  opt_state = tx.init(params)
-
-  @jax.jit
-  def step(params, opt_state, x, y):
-    def loss(p):
-      _, logits = _NET.apply({'params': p}, x)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state)
-    return optax.apply_updates(params, updates), opt_state
-
   x_train, y_train = jnp.asarray(images[train]), jnp.asarray(labels[train])
   rng = np.random.default_rng(seed)
-  for _ in range(EPOCHS):
-    order = rng.permutation(len(train))
-    # Whole batches only: one compiled shape.
-    for start in range(0, len(order) - BATCH_SIZE + 1, BATCH_SIZE):
-      batch = order[start:start + BATCH_SIZE]
-      params, opt_state = step(params, opt_state, x_train[batch], y_train[batch])
+
+  def batches():
+    for _ in range(EPOCHS):
+      order = rng.permutation(len(train))
+      # Whole batches only: one compiled shape.
+      for start in range(0, len(order) - BATCH_SIZE + 1, BATCH_SIZE):
+        batch = order[start:start + BATCH_SIZE]
+        yield x_train[batch], y_train[batch]
+
+  params = fit(_NET, optax.adam(LEARNING_RATE), params, batches())
   classifier = DigitsClassifier(image_size, jax.device_get(params), 0.0)
   accuracy = float(np.mean(classifier.predict(images[test]) == labels[test]))
   return dataclasses.replace(classifier, test_accuracy=accuracy)

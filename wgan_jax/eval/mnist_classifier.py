@@ -158,26 +158,19 @@ def train_classifier(seed: int = 0) -> MnistClassifier:
   # The learning rate falls to 0 along a cosine: ~1% better than a constant one.
   tx = optax.adam(optax.cosine_decay_schedule(LEARNING_RATE, EPOCHS * steps_per_epoch))
   params = _NET.init(jax.random.key(seed), images[:1])['params']
-  opt_state = tx.init(params)
-
-  @jax.jit
-  def step(params, opt_state, x, y):
-    def loss(p):
-      _, logits = _NET.apply({'params': p}, x)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state)
-    return optax.apply_updates(params, updates), opt_state
-
   rng = np.random.default_rng(seed)
   x_train, y_train = images[train], labels[train]
-  for _ in range(EPOCHS):
-    order = rng.permutation(len(train))
-    x_epoch = _shifted(x_train[order], rng)
-    # Whole batches only: one compiled shape.
-    for start in range(0, len(order) - BATCH_SIZE + 1, BATCH_SIZE):
-      params, opt_state = step(params, opt_state, x_epoch[start:start + BATCH_SIZE],
-                               y_train[order[start:start + BATCH_SIZE]])
+
+  def batches():
+    for _ in range(EPOCHS):
+      order = rng.permutation(len(train))
+      x_epoch = _shifted(x_train[order], rng)
+      # Whole batches only: one compiled shape.
+      for start in range(0, len(order) - BATCH_SIZE + 1, BATCH_SIZE):
+        yield (x_epoch[start:start + BATCH_SIZE],
+               y_train[order[start:start + BATCH_SIZE]])
+
+  params = digits_classifier.fit(_NET, tx, params, batches())
   classifier = MnistClassifier(jax.device_get(params), 0.0)
   accuracy = float(np.mean(classifier.predict(images[test]) == labels[test]))
   return dataclasses.replace(classifier, test_accuracy=accuracy)
