@@ -21,13 +21,14 @@ from .test_parallel import _assert_states_close, _train_iterations
 RTOL, ATOL = 1e-4, 1e-6
 
 
-def _seeded_vs_single(config, devices, num_seeds=2, num_iters=2):
+def _seeded_vs_single(config, devices, num_seeds=2, num_iters=2, seeds_mode='auto'):
   dataset = input_pipeline.get_dataset(config)
   seeds = [config.seed + k for k in range(num_seeds)]
   keys = [jax.random.split(state_lib.root_key(train.seed_config(config, s)))[0]
           for s in seeds]
   seeded_config = config.copy_and_resolve_references()
   seeded_config.num_seeds = num_seeds
+  seeded_config.seeds_mode = seeds_mode
   states = state_lib.create_states(config, dataset.data_shape, jax.numpy.stack(keys),
                                    axis_name=parallel.AXIS)
   source = input_pipeline.DeviceResidentSource(dataset, config.batch_size, seeds,
@@ -57,10 +58,12 @@ def test_initial_states_are_those_of_single_runs():
                  serialization.to_state_dict(state_lib.create_state(config, (2,), key)))
 
 
-def test_each_seed_of_a_vmapped_run_is_the_single_run_of_its_seed(devices):
-  # DCGAN nets with BatchNorm synchronised over two devices, under vmap.
+@pytest.mark.parametrize('seeds_mode', ['vmap', 'map', 'unroll'])
+def test_each_seed_of_a_run_of_seeds_is_the_single_run_of_its_seed(devices, seeds_mode):
+  # DCGAN nets with BatchNorm synchronised over two devices, in each seeds mode.
   config = tiny_config(seed=3, n_critic=2, warmup_gen_iters=0)
-  (seeded, s_history), singles = _seeded_vs_single(config, devices[:2])
+  (seeded, s_history), singles = _seeded_vs_single(config, devices[:2],
+                                                   seeds_mode=seeds_mode)
   for k, (single, history) in enumerate(singles):
     _assert_states_close(jax.tree.map(lambda x, k=k: x[k], seeded), single,
                          rtol=RTOL, atol=ATOL)

@@ -41,6 +41,7 @@ from wgan_jax.state import WGANState
 
 AXIS = 'batch'
 MODES = ('auto', 'scan', 'unroll', 'steps')
+SEEDS_MODES = ('auto', 'vmap', 'map', 'unroll')
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -159,6 +160,36 @@ def resolve_mode(mode: str) -> str:
   return mode
 
 
+def resolve_seeds_mode(mode: str) -> str:
+  """How the K seeds of a ``--num_seeds`` run share one compiled step.
+
+  'vmap' batches them: a seed axis on every array, so XLA sees one K-times
+  larger problem (a convolution with per-seed weights becomes a grouped one);
+  'map' runs them one after another in a ``lax.map`` loop inside the step;
+  'unroll' one after another, written out K times. 'auto': PLACEHOLDER
+  """
+  if mode not in SEEDS_MODES:
+    raise UserError(f'--seeds_mode={mode!r}: choose one of {", ".join(SEEDS_MODES)}.')
+  if mode == 'auto':
+    return 'unroll' if jax.default_backend() == 'cpu' else 'vmap'
+  return mode
+
+
+def over_seeds(fn: Callable, mode: str) -> Callable:
+  """``fn`` of one seed's arguments -> ``fn`` of the K seeds' (a leading
+  seed axis on every argument and result), in seeds mode ``mode``."""
+  if mode == 'vmap':
+    return jax.vmap(fn)
+  if mode == 'map':
+    return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+
+  def unrolled(*args):
+    k = jax.tree.leaves(args)[0].shape[0]
+    outs = [fn(*jax.tree.map(lambda x, i=i: x[i], args)) for i in range(k)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  return unrolled
+
+
 class TrainIteration:
   """Runs generator iterations on the devices, compiled once per critic count.
 
@@ -182,6 +213,7 @@ class TrainIteration:
     self.rng_impl = config.rng_impl
     self.mode = resolve_mode(config.iteration_mode)
     self.num_seeds = config.num_seeds
+    self.seeds_mode = resolve_seeds_mode(config.get('seeds_mode', 'auto'))
     self.penalty = config.loss == 'wgan-gp'
     self._critic_step = self._seeded(functools.partial(
         steps.critic_step, clip=config.clip, clip_when=config.clip_when,
@@ -205,7 +237,7 @@ class TrainIteration:
   # Per-device pieces (traced under pmap).
 
   def _seeded(self, fn):
-    return fn if self.num_seeds == 1 else jax.vmap(fn)
+    return fn if self.num_seeds == 1 else over_seeds(fn, self.seeds_mode)
 
   def _randoms(self, rng, gen_iter, j):
     """This device's slice of the latents of critic step j (and, for

@@ -66,6 +66,7 @@ def validate(config) -> None:
   if config.loss not in losses.LOSSES:
     raise UserError(f'--loss={config.loss!r}: choose {", ".join(losses.LOSSES)}.')
   parallel.resolve_mode(config.iteration_mode)
+  parallel.resolve_seeds_mode(config.get('seeds_mode', 'auto'))
   models.compute_dtype(config)
 
 
