@@ -4,11 +4,12 @@ r"""What K seeds at once cost: whole training processes, K=1 against K>1.
   python experiments/seeds_benchmark.py --backend=gpu --models=dcgan32 --num_seeds=1,8 \
       --seeds_modes=vmap,unroll --out=experiments/results/seeds_gpu.json
 
-For each model and K, runs ``python -m wgan_jax.train`` twice, for SHORT and
-LONG generator iterations (``--iters``; the model's default otherwise), and
-takes the steady-state time per generator iteration from the difference of
-the two runs' "Done: N generator iterations in X s" (compilation and start-up
-cancel): (t(LONG) - t(SHORT)) / (LONG - SHORT). Schedule: 5 critic steps per
+For each model and K, runs ``python -m wgan_jax.train`` for LONG generator
+iterations, writing metrics every SHORT (``--iters``; the model's default
+otherwise), and takes the steady-state time per generator iteration from the
+wall times of its TensorBoard events of iterations SHORT and LONG (written
+once those iterations are done; compilation falls before SHORT):
+(t(LONG) - t(SHORT)) / (LONG - SHORT). Schedule: 5 critic steps per
 generator iteration, no warm-up or boosts, no samples or checkpoints until
 the end. Each K > 1 runs in every mode of ``--seeds_modes``. ``--repeats``
 rounds go through every variant in turn (interleaved, so that a shared
@@ -25,6 +26,7 @@ import os
 import platform
 import re
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,17 +36,17 @@ from absl import app, flags
 
 # name: (train flags, default (SHORT, LONG) iterations, description)
 MODELS = {
-    'digits': ([], (20, 220), 'digits preset (DCGAN 16px, ngf=ndf=32)'),
+    'digits': ([], (10, 60), 'digits preset (DCGAN 16px, ngf=ndf=32)'),
     'digits_mlp': (['--generator=mlp', '--critic=mlp'], (20, 220),
                    'digits, MLP generator and critic'),
     'gaussians8': (['--dataset=gaussians8'], (20, 220), 'gaussians8 preset (MLP 512)'),
     'dcgan32': (['--dataset=stacked_digits', '--image_size=32', '--ngf=64', '--ndf=64'],
-                (5, 45), 'DCGAN 32px, ngf=ndf=64, 3 channels, batch 64'),
+                (4, 12), 'DCGAN 32px, ngf=ndf=64, 3 channels, batch 64'),
     'dcgan64': (['--dataset=stacked_digits', '--image_size=64', '--ngf=64', '--ndf=64'],
-                (3, 13), 'DCGAN 64px, ngf=ndf=64, 3 channels, batch 64'),
+                (3, 9), 'DCGAN 64px, ngf=ndf=64, 3 channels, batch 64'),
 }
 COMMON = ['--n_critic=5', '--warmup_gen_iters=0', '--boost_every=0', '--progress_bar=false',
-          '--sample_every=1000000', '--checkpoint_every=0', '--log_every=20']
+          '--sample_every=1000000', '--checkpoint_every=0']
 
 _MODELS = flags.DEFINE_list('models', ['digits', 'digits_mlp', 'gaussians8', 'dcgan32'],
                             f'Models: {", ".join(MODELS)}.')
@@ -58,7 +60,6 @@ _BACKEND = flags.DEFINE_string('backend', 'cpu', 'JAX_PLATFORMS of the training 
 _EXTRA = flags.DEFINE_list('train_flags', [], 'More flags for every training process.')
 _OUT = flags.DEFINE_string('out', 'experiments/results/seeds_cpu.json', 'Where the JSON goes.')
 
-_DONE = re.compile(r'Done: (\d+) generator iterations in ([0-9.]+) s')
 
 
 def _loadavg() -> str:
@@ -94,17 +95,42 @@ def machine(backend: str) -> dict:
   return info
 
 
-def run_train(args: list[str], iters: int, backend: str) -> float:
-  """Seconds the training loop of ``iters`` generator iterations took."""
+def _walltimes(workdir: str) -> dict[int, float]:
+  """step -> wall time at which the run wrote that step's metrics (the first
+  TensorBoard event file under ``workdir``: the first seed's)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  for root, _, files in sorted(os.walk(workdir)):
+    for name in sorted(files):
+      if 'tfevents' not in name:
+        continue
+      times = {}
+      with open(os.path.join(root, name), 'rb') as f:
+        data = f.read()
+      pos = 0
+      while pos + 12 <= len(data):  # TFRecords: length, crc, data, crc
+        (length,) = struct.unpack('<Q', data[pos:pos + 8])
+        event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+        pos += 12 + length + 4
+        if event.summary.value:
+          times.setdefault(event.step, event.wall_time)
+      return times
+  raise RuntimeError(f'no TensorBoard events under {workdir}')
+
+
+def run_train(args: list[str], short: int, long: int, backend: str) -> float:
+  """Seconds per generator iteration of one training process of ``long``
+  iterations, in steady state: from the wall times at which it wrote the
+  metrics of iterations ``short`` and ``long`` (it writes every ``short``
+  iterations, after waiting for them)."""
   with tempfile.TemporaryDirectory() as workdir:
     cmd = [sys.executable, '-m', 'wgan_jax.train', f'--workdir={workdir}',
-           f'--num_gen_iters={iters}', *COMMON, *args]
+           f'--num_gen_iters={long}', *COMMON, f'--log_every={short}', *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
                           env={**os.environ, 'JAX_PLATFORMS': backend})
-  found = _DONE.search(proc.stderr + proc.stdout)
-  if proc.returncode or not found:
-    raise RuntimeError(f'{" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
-  return float(found.group(2))
+    if proc.returncode:
+      raise RuntimeError(f'{" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
+    times = _walltimes(workdir)
+  return (times[long] - times[short]) / (long - short)
 
 
 def main(argv):
@@ -125,13 +151,12 @@ def main(argv):
       short, long = [int(i) for i in _ITERS.value] if _ITERS.value else iters
       for k, mode in variants:
         flags_ = [*args, f'--num_seeds={k}', f'--seeds_mode={mode}', *_EXTRA.value]
-        t_short = run_train(flags_, short, _BACKEND.value)
-        t_long = run_train(flags_, long, _BACKEND.value)
-        per_iter = (t_long - t_short) / (long - short)
+        if long % short:
+          raise app.UsageError(f'--iters={short},{long}: LONG must be a multiple of SHORT')
+        per_iter = run_train(flags_, short, long, _BACKEND.value)
         seconds.setdefault((name, k, mode), []).append(per_iter)
         print(f'round {r}: {name} K={k} {mode}: {1 / per_iter:.2f} gen it/s '
-              f'(t({long})={t_long:.1f} s, t({short})={t_short:.1f} s; load {_loadavg()})',
-              flush=True)
+              f'(load {_loadavg()})', flush=True)
   info['load_after'] = _loadavg()
   info['minutes'] = round((time.time() - start) / 60, 1)
 
@@ -157,7 +182,8 @@ def main(argv):
   table = '\n'.join(lines)
   print(table)
   result = {'machine': info, 'command': ' '.join(sys.argv), 'common_train_flags': COMMON,
-            'seconds_are': '(t(LONG) - t(SHORT)) / (LONG - SHORT) per generator iteration',
+            'seconds_are': '(t(LONG) - t(SHORT)) / (LONG - SHORT) per generator iteration, '
+                           'from the wall times of one process\'s TensorBoard events',
             'iters': {n: ([int(i) for i in _ITERS.value] if _ITERS.value else MODELS[n][1])
                       for n in _MODELS.value},
             'rows': rows, 'table': table}

@@ -58,7 +58,7 @@ def test_initial_states_are_those_of_single_runs():
                  serialization.to_state_dict(state_lib.create_state(config, (2,), key)))
 
 
-@pytest.mark.parametrize('seeds_mode', ['vmap', 'map', 'unroll'])
+@pytest.mark.parametrize('seeds_mode', ['vmap', 'map', 'unroll', 'hybrid'])
 def test_each_seed_of_a_run_of_seeds_is_the_single_run_of_its_seed(devices, seeds_mode):
   # DCGAN nets with BatchNorm synchronised over two devices, in each seeds mode.
   config = tiny_config(seed=3, n_critic=2, warmup_gen_iters=0)

@@ -28,6 +28,7 @@ axis are the same as in a one-process run with as many devices.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 
@@ -41,7 +42,7 @@ from wgan_jax.state import WGANState
 
 AXIS = 'batch'
 MODES = ('auto', 'scan', 'unroll', 'steps')
-SEEDS_MODES = ('auto', 'vmap', 'map', 'unroll')
+SEEDS_MODES = ('auto', 'vmap', 'map', 'unroll', 'hybrid')
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -160,18 +161,23 @@ def resolve_mode(mode: str) -> str:
   return mode
 
 
-def resolve_seeds_mode(mode: str) -> str:
+def resolve_seeds_mode(mode: str, convolutional: bool = True) -> str:
   """How the K seeds of a ``--num_seeds`` run share one compiled step.
 
   'vmap' batches them: a seed axis on every array, so XLA sees one K-times
   larger problem (a convolution with per-seed weights becomes a grouped one);
   'map' runs them one after another in a ``lax.map`` loop inside the step;
-  'unroll' one after another, written out K times. 'auto': PLACEHOLDER
+  'unroll' one after another, written out K times; 'hybrid' vmaps all but
+  the convolutions with per-seed weights, which are written out K times.
+  'auto' (measured with experiments/seeds_benchmark.py): on CPU 'unroll' for
+  convolutional nets (XLA:CPU runs grouped convolutions several times slower
+  than the K convolutions one by one) and 'vmap' for MLPs (one larger matrix
+  product per layer pays there); 'vmap' on GPUs and TPUs.
   """
   if mode not in SEEDS_MODES:
     raise UserError(f'--seeds_mode={mode!r}: choose one of {", ".join(SEEDS_MODES)}.')
   if mode == 'auto':
-    return 'unroll' if jax.default_backend() == 'cpu' else 'vmap'
+    return 'unroll' if jax.default_backend() == 'cpu' and convolutional else 'vmap'
   return mode
 
 
@@ -182,12 +188,45 @@ def over_seeds(fn: Callable, mode: str) -> Callable:
     return jax.vmap(fn)
   if mode == 'map':
     return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+  if mode == 'hybrid':
+    vmapped = jax.vmap(fn)
+
+    def hybrid(*args):
+      with _convs_seed_by_seed():
+        return vmapped(*args)
+    return hybrid
 
   def unrolled(*args):
     k = jax.tree.leaves(args)[0].shape[0]
     outs = [fn(*jax.tree.map(lambda x, i=i: x[i], args)) for i in range(k)]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
   return unrolled
+
+
+@contextlib.contextmanager
+def _convs_seed_by_seed():
+  """While tracing: vmap writes a convolution whose input and kernel both have
+  the vmapped axis as one convolution per index of that axis (instead of a
+  grouped convolution, which XLA:CPU runs slowly)."""
+  from jax._src.interpreters import batching  # pylint: disable=g-import-not-at-top
+  prim = jax.lax.conv_general_dilated_p
+  batchers = batching.fancy_primitive_batchers
+  default = batchers[prim]
+
+  def rule(axis_data, batched_args, batch_dims, **params):
+    (lhs, rhs), (lhs_dim, rhs_dim) = batched_args, batch_dims
+    if lhs_dim is None or rhs_dim is None:
+      return default(axis_data, batched_args, batch_dims, **params)
+    outs = [prim.bind(jax.lax.index_in_dim(lhs, i, lhs_dim, keepdims=False),
+                      jax.lax.index_in_dim(rhs, i, rhs_dim, keepdims=False), **params)
+            for i in range(lhs.shape[lhs_dim])]
+    return jnp.stack(outs), 0
+
+  batchers[prim] = rule
+  try:
+    yield
+  finally:
+    batchers[prim] = default
 
 
 class TrainIteration:
@@ -213,7 +252,8 @@ class TrainIteration:
     self.rng_impl = config.rng_impl
     self.mode = resolve_mode(config.iteration_mode)
     self.num_seeds = config.num_seeds
-    self.seeds_mode = resolve_seeds_mode(config.get('seeds_mode', 'auto'))
+    self.seeds_mode = resolve_seeds_mode(
+        config.get('seeds_mode', 'auto'), 'dcgan' in (config.generator, config.critic))
     self.penalty = config.loss == 'wgan-gp'
     self._critic_step = self._seeded(functools.partial(
         steps.critic_step, clip=config.clip, clip_when=config.clip_when,
