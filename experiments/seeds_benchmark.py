@@ -153,7 +153,11 @@ def main(argv):
         flags_ = [*args, f'--num_seeds={k}', f'--seeds_mode={mode}', *_EXTRA.value]
         if long % short:
           raise app.UsageError(f'--iters={short},{long}: LONG must be a multiple of SHORT')
-        per_iter = run_train(flags_, short, long, _BACKEND.value)
+        try:
+          per_iter = run_train(flags_, short, long, _BACKEND.value)
+        except (RuntimeError, KeyError) as e:  # report the others
+          print(f'round {r}: {name} K={k} {mode}: FAILED {e!r}'[-3000:], flush=True)
+          continue
         seconds.setdefault((name, k, mode), []).append(per_iter)
         print(f'round {r}: {name} K={k} {mode}: {1 / per_iter:.2f} gen it/s '
               f'(load {_loadavg()})', flush=True)
@@ -167,11 +171,16 @@ def main(argv):
     header += f' K={k} {mode}: gen it/s | K={k} {mode}: seed-it/s vs K={base_k} |'
   lines = [header, '|' + ' --- |' * (header.count('|') - 1)]
   for name in _MODELS.value:
+    if (name, base_k, 'auto') not in seconds:
+      continue
     base = 1 / statistics.median(seconds[(name, base_k, 'auto')])
     row = {'model': name, 'description': MODELS[name][2], f'K={base_k} gen_it_per_s': base,
-           'runs': {f'K={k} {m}': seconds[(name, k, m)] for k, m in variants}}
+           'runs': {f'K={k} {m}': seconds.get((name, k, m)) for k, m in variants}}
     line = f'| {name} | {base:.2f} |'
     for k, mode in variants[1:]:
+      if (name, k, mode) not in seconds:
+        line += ' failed | |'
+        continue
       its = 1 / statistics.median(seconds[(name, k, mode)])
       ratio = k * its / (base_k * base)
       row[f'K={k} {mode} gen_it_per_s'] = its

@@ -142,3 +142,13 @@ def test_sources_give_each_seed_its_own_batches(devices, source_type):
   for k, seed in enumerate((4, 9)):
     alone = examples_of(source_type(dataset, 8, seed, devices[:2]), 3, 2)
     np.testing.assert_array_equal(seeded[:, :, k], alone)
+
+
+def test_seeds_mode_auto_and_unknown():
+  cpu = jax.default_backend() == 'cpu'
+  assert parallel.resolve_seeds_mode('auto', convolutional=True) == (
+      'unroll' if cpu else 'vmap')
+  assert parallel.resolve_seeds_mode('auto', convolutional=False) == 'vmap'
+  assert parallel.resolve_seeds_mode('map') == 'map'
+  with pytest.raises(UserError, match='seeds_mode'):
+    train.validate(tiny_config(seeds_mode='pmap'))

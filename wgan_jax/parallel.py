@@ -16,9 +16,11 @@ examples come either as a device-resident array plus host-chosen indices
 
 With ``num_seeds`` K > 1, K independent runs train at once: every leaf of
 the state, every batch and every metric has a seed axis after the device
-axis, and the step functions are ``vmap``ped over it inside the ``pmap``.
-Each seed draws its random numbers from its own key exactly as a run of its
-own would, so seed k's run is the single run with its seed.
+axis, and the step functions are mapped over it inside the ``pmap``, as
+``seeds_mode`` says (``resolve_seeds_mode``: ``vmap``, or the seeds one after
+another, which XLA:CPU runs faster for convolutional nets). Each seed draws
+its random numbers from its own key exactly as a run of its own would, so
+seed k's run is the single run with its seed.
 
 In a multi-process run (``initialize_distributed``) the pmap spans every
 process's devices; each process feeds only its own devices' slices of every
