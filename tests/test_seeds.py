@@ -146,9 +146,10 @@ def test_sources_give_each_seed_its_own_batches(devices, source_type):
 
 def test_seeds_mode_auto_and_unknown():
   cpu = jax.default_backend() == 'cpu'
-  assert parallel.resolve_seeds_mode('auto', convolutional=True) == (
+  assert parallel.resolve_seeds_mode('auto', tiny_config()) == ('unroll' if cpu else 'vmap')
+  assert parallel.resolve_seeds_mode('auto', tiny_config('gaussians8')) == 'vmap'
+  assert parallel.resolve_seeds_mode('auto', configs.get_config('gaussians8')) == (
       'unroll' if cpu else 'vmap')
-  assert parallel.resolve_seeds_mode('auto', convolutional=False) == 'vmap'
   assert parallel.resolve_seeds_mode('map') == 'map'
   with pytest.raises(UserError, match='seeds_mode'):
     train.validate(tiny_config(seeds_mode='pmap'))

@@ -163,23 +163,28 @@ def resolve_mode(mode: str) -> str:
   return mode
 
 
-def resolve_seeds_mode(mode: str, convolutional: bool = True) -> str:
+def resolve_seeds_mode(mode: str, config=None) -> str:
   """How the K seeds of a ``--num_seeds`` run share one compiled step.
 
   'vmap' batches them: a seed axis on every array, so XLA sees one K-times
-  larger problem (a convolution with per-seed weights becomes a grouped one);
-  'map' runs them one after another in a ``lax.map`` loop inside the step;
-  'unroll' one after another, written out K times; 'hybrid' vmaps all but
-  the convolutions with per-seed weights, which are written out K times.
-  'auto' (measured with experiments/seeds_benchmark.py): on CPU 'unroll' for
-  convolutional nets (XLA:CPU runs grouped convolutions several times slower
-  than the K convolutions one by one) and 'vmap' for MLPs (one larger matrix
-  product per layer pays there); 'vmap' on GPUs and TPUs.
+  larger problem (a convolution with per-seed weights becomes a grouped
+  one); 'map' runs them one after another in a ``lax.map`` loop inside the
+  step; 'unroll' one after another, written out K times; 'hybrid' vmaps all
+  but the convolutions with per-seed weights, which are written out K times.
+  'auto' (measured with experiments/seeds_benchmark.py, on a 2-core CPU):
+  'vmap' on GPUs and TPUs; on CPU 'vmap' for small MLPs (``config``'s nets
+  MLPs narrower than 256: the step is overhead, which vmap pays once), else
+  'unroll' (XLA:CPU runs grouped convolutions, and batched matrix products of
+  512-wide MLPs, slower than the K of them one by one).
   """
   if mode not in SEEDS_MODES:
     raise UserError(f'--seeds_mode={mode!r}: choose one of {", ".join(SEEDS_MODES)}.')
   if mode == 'auto':
-    return 'unroll' if jax.default_backend() == 'cpu' and convolutional else 'vmap'
+    if jax.default_backend() != 'cpu':
+      return 'vmap'
+    small_mlps = config is not None and config.generator == config.critic == 'mlp' and \
+        max(config.ngf, config.ndf) < 256
+    return 'vmap' if small_mlps else 'unroll'
   return mode
 
 
@@ -254,8 +259,7 @@ class TrainIteration:
     self.rng_impl = config.rng_impl
     self.mode = resolve_mode(config.iteration_mode)
     self.num_seeds = config.num_seeds
-    self.seeds_mode = resolve_seeds_mode(
-        config.get('seeds_mode', 'auto'), 'dcgan' in (config.generator, config.critic))
+    self.seeds_mode = resolve_seeds_mode(config.get('seeds_mode', 'auto'), config)
     self.penalty = config.loss == 'wgan-gp'
     self._critic_step = self._seeded(functools.partial(
         steps.critic_step, clip=config.clip, clip_when=config.clip_when,
