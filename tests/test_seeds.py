@@ -148,8 +148,7 @@ def test_seeds_mode_auto_and_unknown():
   cpu = jax.default_backend() == 'cpu'
   assert parallel.resolve_seeds_mode('auto', tiny_config()) == ('unroll' if cpu else 'vmap')
   assert parallel.resolve_seeds_mode('auto', tiny_config('gaussians8')) == 'vmap'
-  assert parallel.resolve_seeds_mode('auto', configs.get_config('gaussians8')) == (
-      'unroll' if cpu else 'vmap')
+  assert parallel.resolve_seeds_mode('auto', configs.get_config('gaussians8')) == 'vmap'
   assert parallel.resolve_seeds_mode('map') == 'map'
   with pytest.raises(UserError, match='seeds_mode'):
     train.validate(tiny_config(seeds_mode='pmap'))

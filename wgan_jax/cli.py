@@ -104,8 +104,8 @@ CONFIG_FLAGS = (
      'How a generator iteration is compiled: auto | scan | unroll | steps'),
     ('string', 'seeds_mode',
      'How the seeds of --num_seeds share one compiled step (same numbers up to '
-     'rounding, different speed): auto (on CPU vmap for MLPs narrower than 256, '
-     'else unroll; vmap elsewhere) | vmap | map | unroll | hybrid'),
+     'rounding, different speed): auto (on CPU unroll for DCGAN nets, vmap for '
+     'MLPs; vmap elsewhere) | vmap | map | unroll | hybrid'),
     ('string', 'compute_dtype',
      "The nets' arithmetic: float32 | bfloat16 (parameters, optimiser state, "
      'BatchNorm statistics and losses stay float32; faster on GPUs and TPUs, '

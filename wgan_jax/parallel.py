@@ -172,19 +172,18 @@ def resolve_seeds_mode(mode: str, config=None) -> str:
   step; 'unroll' one after another, written out K times; 'hybrid' vmaps all
   but the convolutions with per-seed weights, which are written out K times.
   'auto' (measured with experiments/seeds_benchmark.py, on a 2-core CPU):
-  'vmap' on GPUs and TPUs; on CPU 'vmap' for small MLPs (``config``'s nets
-  MLPs narrower than 256: the step is overhead, which vmap pays once), else
-  'unroll' (XLA:CPU runs grouped convolutions, and batched matrix products of
-  512-wide MLPs, slower than the K of them one by one).
+  'vmap' on GPUs and TPUs; on CPU 'unroll' when a net of ``config`` is a
+  DCGAN (XLA:CPU runs grouped convolutions several times slower than the K
+  convolutions one by one), else 'vmap' (MLPs: as fast or faster, and it
+  compiles the step once, not K times).
   """
   if mode not in SEEDS_MODES:
     raise UserError(f'--seeds_mode={mode!r}: choose one of {", ".join(SEEDS_MODES)}.')
   if mode == 'auto':
     if jax.default_backend() != 'cpu':
       return 'vmap'
-    small_mlps = config is not None and config.generator == config.critic == 'mlp' and \
-        max(config.ngf, config.ndf) < 256
-    return 'vmap' if small_mlps else 'unroll'
+    mlps = config is not None and config.generator == config.critic == 'mlp'
+    return 'vmap' if mlps else 'unroll'
   return mode
 
 
