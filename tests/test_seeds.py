@@ -19,13 +19,15 @@ from wgan_jax.errors import UserError
 RTOL, ATOL = 1e-4, 1e-6
 
 
-def _seeded_vs_single(train_iterations, config, devices, num_seeds=2, num_iters=2):
+def _seeded_vs_single(train_iterations, config, devices, num_seeds=2, num_iters=2,
+                      seeds_mode='auto'):
   dataset = data_lib.get_dataset(config)
   seeds = [config.seed + k for k in range(num_seeds)]
   keys = [jax.random.split(state_lib.root_key(train.seed_config(config, s)))[0]
           for s in seeds]
   seeded_config = config.copy_and_resolve_references()
   seeded_config.num_seeds = num_seeds
+  seeded_config.seeds_mode = seeds_mode
   states = state_lib.create_states(config, dataset.data_shape, jax.numpy.stack(keys),
                                    axis_name=parallel.AXIS)
   source = parallel.DeviceResidentSource(dataset, config.batch_size, seeds,
@@ -56,10 +58,13 @@ def test_initial_states_are_those_of_single_runs(tiny_config):
 
 
 @pytest.mark.slow
-def test_each_seed_of_a_vmapped_run_is_the_single_run_of_its_seed(devices, tiny_config, train_iterations, assert_states_close):
-  # DCGAN nets with BatchNorm synchronised over two devices, under vmap.
+@pytest.mark.parametrize('seeds_mode', ['vmap', 'map', 'unroll', 'hybrid'])
+def test_each_seed_of_a_run_of_seeds_is_the_single_run_of_its_seed(
+    devices, tiny_config, train_iterations, assert_states_close, seeds_mode):
+  # DCGAN nets with BatchNorm synchronised over two devices, in each seeds mode.
   config = tiny_config(seed=3, n_critic=2, warmup_gen_iters=0)
-  (seeded, s_history), singles = _seeded_vs_single(train_iterations, config, devices[:2])
+  (seeded, s_history), singles = _seeded_vs_single(train_iterations, config, devices[:2],
+                                                   seeds_mode=seeds_mode)
   for k, (single, history) in enumerate(singles):
     assert_states_close(jax.tree.map(lambda x, k=k: x[k], seeded), single,
                          rtol=RTOL, atol=ATOL)
@@ -139,3 +144,13 @@ def test_sources_give_each_seed_its_own_batches(devices, source_type):
   for k, seed in enumerate((4, 9)):
     alone = examples_of(source_type(dataset, 8, seed, devices[:2]), 3, 2)
     np.testing.assert_array_equal(seeded[:, :, k], alone)
+
+
+def test_seeds_mode_auto_and_unknown(tiny_config):
+  cpu = jax.default_backend() == 'cpu'
+  assert parallel.resolve_seeds_mode('auto', tiny_config()) == ('unroll' if cpu else 'vmap')
+  assert parallel.resolve_seeds_mode('auto', tiny_config('gaussians8')) == 'vmap'
+  assert parallel.resolve_seeds_mode('auto', configs.get_config('gaussians8')) == 'vmap'
+  assert parallel.resolve_seeds_mode('map') == 'map'
+  with pytest.raises(UserError, match='seeds_mode'):
+    train.validate(tiny_config(seeds_mode='pmap'))

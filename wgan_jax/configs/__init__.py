@@ -184,6 +184,8 @@ CHOICES = {
     'clip_when': (('after', 'before'), 'after or before'),
     'iteration_mode': (('auto', 'scan', 'unroll', 'steps'),
                        'one of auto, scan, unroll, steps'),
+    'seeds_mode': (('auto', 'vmap', 'map', 'unroll', 'hybrid'),
+                   'one of auto, vmap, map, unroll, hybrid'),
     'compute_dtype': (('float32', 'bfloat16'), 'float32 or bfloat16'),
 }
 
@@ -236,3 +238,4 @@ def validate(config) -> None:
                'iteration_mode'):
     check_choice(name, config[name])
   check_choice('compute_dtype', config.get('compute_dtype', 'float32'))
+  check_choice('seeds_mode', config.get('seeds_mode', 'auto'))

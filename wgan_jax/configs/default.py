@@ -81,6 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.convt_impl = 'auto'  # auto | subpixel | dilated: same numbers, different speed
   c.conv_impl = 'auto'  # auto | taps | xla: the critic's strided convs' kernel gradient
   c.iteration_mode = 'auto'  # auto | scan | unroll | steps: how a generator iteration is compiled
+  c.seeds_mode = 'auto'  # auto | vmap | map | unroll | hybrid: how num_seeds > 1 seeds share a step
   # float32 | bfloat16: the nets' arithmetic (bfloat16 pays on GPUs and TPUs,
   # not on CPUs without bfloat16 units); parameters, optimiser state, BatchNorm
   # statistics and losses stay float32
