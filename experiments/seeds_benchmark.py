@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import re
 import statistics
 import struct
 import subprocess
@@ -33,6 +31,8 @@ import tempfile
 import time
 
 from absl import app, flags
+
+from wgan_jax import runtime
 
 # name: (train flags, default (SHORT, LONG) iterations, description)
 MODELS = {
@@ -56,7 +56,7 @@ _MODES = flags.DEFINE_list('seeds_modes', ['auto'],
 _ITERS = flags.DEFINE_list('iters', None, 'SHORT,LONG generator iterations for every model '
                            "(default: each model's own).")
 _REPEATS = flags.DEFINE_integer('repeats', 1, 'Interleaved rounds; medians are reported.')
-_BACKEND = flags.DEFINE_string('backend', 'cpu', 'JAX_PLATFORMS of the training processes.')
+_BACKEND = flags.DEFINE_string('backend', 'cpu', 'Backend of the training processes: cpu | gpu | tpu.')
 _EXTRA = flags.DEFINE_list('train_flags', [], 'More flags for every training process.')
 _OUT = flags.DEFINE_string('out', 'experiments/results/seeds_cpu.json', 'Where the JSON goes.')
 
@@ -70,22 +70,24 @@ def _loadavg() -> str:
     return ''
 
 
+def platform_env(backend: str) -> dict:
+  """The environment of a process on ``backend``: JAX_PLATFORMS, except for
+  'gpu', which names no plugin (jax would also try ROCm on a CUDA machine and
+  fail): left unset, jax takes the GPU."""
+  env = dict(os.environ)
+  if backend == 'gpu':
+    env.pop('JAX_PLATFORMS', None)
+  else:
+    env['JAX_PLATFORMS'] = backend
+  return env
+
+
 def machine(backend: str) -> dict:
-  info = {'platform': platform.platform(), 'cores': os.cpu_count(), 'backend': backend,
-          'python': platform.python_version()}
-  try:
-    with open('/proc/cpuinfo') as f:
-      text = f.read()
-    info['cpu'] = re.search(r'model name\s*:\s*(.*)', text).group(1)
-    cpu_flags = set(re.search(r'flags\s*:\s*(.*)', text).group(1).split())
-    info['cpu_flags'] = sorted(cpu_flags & {'avx2', 'fma', 'avx512f', 'avx512_bf16',
-                                            'avx512_vnni', 'amx_bf16', 'amx_tile'})
-  except (OSError, AttributeError):
-    info['cpu'] = platform.processor()
+  info = {**runtime.machine(), 'backend': backend}
   probe = subprocess.run(
       [sys.executable, '-c', 'import jax; d = jax.devices()[0]; '
        'print(jax.__version__, "|", d.platform, "|", d.device_kind, "|", jax.device_count())'],
-      capture_output=True, text=True, env={**os.environ, 'JAX_PLATFORMS': backend},
+      capture_output=True, text=True, env=platform_env(backend),
       check=False)
   if probe.returncode == 0:
     version, plat, kind, count = (s.strip() for s in probe.stdout.strip().split('|'))
@@ -126,7 +128,7 @@ def run_train(args: list[str], short: int, long: int, backend: str) -> float:
     cmd = [sys.executable, '-m', 'wgan_jax.train', f'--workdir={workdir}',
            f'--num_gen_iters={long}', *COMMON, f'--log_every={short}', *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          env={**os.environ, 'JAX_PLATFORMS': backend})
+                          env=platform_env(backend))
     if proc.returncode:
       raise RuntimeError(f'{" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
     times = _walltimes(workdir)
