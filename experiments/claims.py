@@ -240,25 +240,27 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
                        if any(m in r['seeds'][0]['evaluation'][0] for r in runs)]
   fig, axes = plt.subplots(len(rows), len(datasets),
                            figsize=(4.6 * len(datasets), 2.6 * len(rows)), dpi=90,
-                           squeeze=False)
+                           squeeze=False, sharex='col')
   for col, dataset in enumerate(datasets):
     for r in [r for r in runs if r['dataset'] == dataset]:
       label = r['name'].removeprefix(dataset + '-')
       seeds = r['seeds']
       c = seeds[0]['training']
-      scale = 1.0
+      to_x = lambda it: np.asarray(it, np.float64)  # noqa: E731
       if x == 'seconds':
-        ev = seeds[0]['evaluation']
-        known = [(e['gen_iter'], e['seconds']) for e in ev if e.get('seconds')]
-        scale = known[-1][1] / known[-1][0] if known else np.nan
+        # Iterations to seconds through the clock read at each checkpoint.
+        known = [(e['gen_iter'], e['seconds']) for e in seeds[0]['evaluation']
+                 if e.get('seconds') is not None]
+        its, secs = zip(*([(0, 0.0)] + known)) if known else ((0,), (np.nan,))
+        to_x = lambda it, its=its, secs=secs: np.interp(it, its, secs)  # noqa: E731
       # Each run's signal scaled to its own range: WGAN estimates and GAN
       # losses differ in units, what matters here is where each flattens.
       median = np.asarray(c['median'])
       scaled = (median - median.min()) / max(np.ptp(median), 1e-12)
-      line = axes[0, col].plot(np.array(c['gen_iter']) * scale, scaled, lw=1.2,
+      line = axes[0, col].plot(to_x(c['gen_iter']), scaled, lw=1.2,
                                label=label)[0]
       if c['flat_from'] is not None:
-        axes[0, col].axvline(c['flat_from'] * scale, color=line.get_color(), ls=':', lw=0.8)
+        axes[0, col].axvline(to_x(c['flat_from']), color=line.get_color(), ls=':', lw=0.8)
       axes[0, col].set_ylabel('training signal (median, scaled)', fontsize=8)
       for row, m in enumerate(rows[1:], start=1):
         if m not in seeds[0]['evaluation'][0]:

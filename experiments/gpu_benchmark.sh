@@ -6,10 +6,13 @@
 #
 # Writes OUT_DIR/benchmark_gpu.json (ours, ours in bfloat16 and the reference
 # on the GPU, with each side's FLOP/s and its share of the card's datasheet
-# peak) and OUT_DIR/benchmark_gpu.txt (the table). Wheels in .whl/ (e.g.
+# peak) and OUT_DIR/benchmark_gpu.txt (the table), then OUT_DIR/seeds_gpu.json
+# and .txt: what 8 seeds at once cost against one (--num_seeds, each
+# --seeds_mode; experiments/seeds_benchmark.py). Wheels in .whl/ (e.g.
 # ml_collections, where the machine lacks it) are installed first.
-# BACKEND, TORCH_DEVICE, MODELS and REPEATS override the defaults (a CPU dry
-# run: BACKEND=cpu TORCH_DEVICE=cpu MODELS=mlp REPEATS=1).
+# BACKEND, TORCH_DEVICE, MODELS, REPEATS, SEEDS_MODELS and SEEDS_ITERS override
+# the defaults (a CPU dry run: BACKEND=cpu TORCH_DEVICE=cpu MODELS=mlp REPEATS=1
+# SEEDS_MODELS=digits_mlp SEEDS_ITERS=5,25).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-experiments/results}
@@ -32,3 +35,6 @@ EOF
     --models="${MODELS:-dcgan32,dcgan64,mlp}" --repeats="${REPEATS:-5}" --min_repeat_s=2 \
     --variant='ours_bf16: compute_dtype=bfloat16' \
     --out="$out/benchmark_gpu.json" | tee "$out/benchmark_gpu.txt"
+"$python" experiments/seeds_benchmark.py --backend="$backend" --models="${SEEDS_MODELS:-dcgan32}" \
+    --num_seeds=1,8 --seeds_modes=vmap,unroll,hybrid --iters="${SEEDS_ITERS:-20,420}" \
+    --out="$out/seeds_gpu.json" | tee "$out/seeds_gpu.txt"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Every run of every claims experiment, JOBS processes side by side, then one
+# summary per experiment (JSON, figures) in OUT_DIR:
+#
+#   bash experiments/claims_all.sh [OUT_DIR] [JOBS] [EXPERIMENTS]
+#
+# e.g. `bash experiments/claims_all.sh experiments/results 6` on a GPU (small
+# nets leave it mostly idle, so several runs share it), or
+# `bash experiments/claims_all.sh /tmp/claims 1 mode_collapse`. Each run's log
+# goes to WORKDIRS/<experiment>/<run>.log (WORKDIRS: $WORKDIRS, default
+# /tmp/wgan_jax_claims); a run that fails is reported and left out.
+# CLAIMS_FLAGS adds flags to every claims.py command (a quick check:
+# CLAIMS_FLAGS='--num_gen_iters=20 --checkpoints=2 --num_seeds=1').
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-experiments/results}
+jobs=${2:-2}
+experiments=${3:-mode_collapse loss_meaning architectures optimizers}
+workdirs=${WORKDIRS:-/tmp/wgan_jax_claims}
+python=${PYTHON:-python3}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+if [ "$jobs" -gt 1 ]; then
+  export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-$(python3 -c "print(round(0.9 / $jobs, 3))")}
+fi
+for experiment in $experiments; do
+  mkdir -p "$workdirs/$experiment"
+  runs=$("$python" -c "import sys; sys.argv = ['x']; from experiments import claims; print(' '.join(claims.RUNS['$experiment']))")
+  for run in $runs; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+    echo "$(date +%T) $experiment/$run"
+    ( start=$(date +%s)
+      if "$python" experiments/claims.py --experiment="$experiment" --only="$run" \
+          --workdirs="$workdirs" --out="$workdirs/$experiment/out_$run" ${CLAIMS_FLAGS:-} \
+          > "$workdirs/$experiment/$run.log" 2>&1; then
+        echo "$(date +%T) $experiment/$run done in $(( $(date +%s) - start )) s"
+      else
+        echo "$(date +%T) $experiment/$run FAILED (see $workdirs/$experiment/$run.log)"
+      fi ) &
+  done
+done
+wait
+for experiment in $experiments; do
+  "$python" experiments/claims.py --experiment="$experiment" --summarize_only \
+      --workdirs="$workdirs" --out="$out" ${CLAIMS_FLAGS:-} 2>&1 | grep -v '^[IW][0-9]'
+done
