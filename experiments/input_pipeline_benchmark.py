@@ -60,7 +60,7 @@ def _synthetic_faces(folder: str, n: int) -> None:
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
-  from wgan_jax import configs, data as data_lib, parallel, runtime, state, steps  # pylint: disable=g-import-not-at-top
+  from wgan_jax import configs, data as data_lib, parallel, runtime, state  # pylint: disable=g-import-not-at-top
 
   if _DATASET.value:
     config = configs.get_config(_DATASET.value)

@@ -19,7 +19,6 @@ import json
 import os
 import time
 
-import numpy as np
 from absl import app, flags
 
 _MODELS = flags.DEFINE_list('models', ['dcgan32', 'dcgan64'], 'Models of wgan_jax.benchmark.')

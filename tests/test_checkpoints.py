@@ -20,8 +20,8 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import serialization
 
-from wgan_jax import (checkpoints, data as data_lib, files, generate, parallel, steps, train,
-                      writers)
+from wgan_jax import (checkpoints, configs, data as data_lib, files, generate, parallel,
+                      preemption, steps, train, writers)
 from wgan_jax.errors import UserError
 from wgan_jax.state import create_state, root_key
 
@@ -119,7 +119,7 @@ def test_only_shape_options_are_refused(trained):
   changed = config.copy_and_resolve_references()
   changed.update(num_gen_iters=99, sample_every=7, log_every=3, lr_critic=1.0,
                  generator='dcgan', rng_impl='threefry2x32')
-  shape, other = checkpoints.config_changes(saved, changed)
+  shape, other = configs.config_changes(saved, changed)
   assert shape == ["generator 'mlp' -> 'dcgan'", "rng_impl 'rbg' -> 'threefry2x32'"]
   assert other == ['lr_critic 5e-05 -> 1.0']
 
@@ -527,8 +527,8 @@ def test_a_disk_that_fails_mid_run_stops_it_with_one_line(trained, template, tmp
 
 
 def test_the_first_signal_asks_to_stop_and_the_second_ends_the_process():
-  previous = {s: signal.getsignal(s) for s in train.StopRequests.SIGNALS}
-  stop = train.StopRequests()
+  previous = {s: signal.getsignal(s) for s in preemption.StopRequests.SIGNALS}
+  stop = preemption.StopRequests()
   try:
     assert not stop.stop_after(1, log_every=1)
     os.kill(os.getpid(), signal.SIGTERM)
@@ -539,7 +539,7 @@ def test_the_first_signal_asks_to_stop_and_the_second_ends_the_process():
   finally:
     stop.restore()
   assert {s: signal.getsignal(s) for s in stop.SIGNALS} == previous
-  assert checkpoints.any_process(True) and not checkpoints.any_process(False)
+  assert parallel.any_process(True) and not parallel.any_process(False)
 
 
 def _run_and_signal(args, env, log, signum, when, timeout=120):

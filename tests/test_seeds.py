@@ -10,6 +10,7 @@ import pytest
 from flax import serialization
 
 from wgan_jax import configs, data as data_lib, generate, parallel, train, writers
+from wgan_jax import seeds as seeds_lib
 from wgan_jax import state as state_lib
 from wgan_jax.errors import UserError
 
@@ -148,9 +149,9 @@ def test_sources_give_each_seed_its_own_batches(devices, source_type):
 
 def test_seeds_mode_auto_and_unknown(tiny_config):
   cpu = jax.default_backend() == 'cpu'
-  assert parallel.resolve_seeds_mode('auto', tiny_config()) == ('unroll' if cpu else 'vmap')
-  assert parallel.resolve_seeds_mode('auto', tiny_config('gaussians8')) == 'vmap'
-  assert parallel.resolve_seeds_mode('auto', configs.get_config('gaussians8')) == 'vmap'
-  assert parallel.resolve_seeds_mode('map') == 'map'
+  assert seeds_lib.resolve_mode('auto', tiny_config()) == ('unroll' if cpu else 'vmap')
+  assert seeds_lib.resolve_mode('auto', tiny_config('gaussians8')) == 'vmap'
+  assert seeds_lib.resolve_mode('auto', configs.get_config('gaussians8')) == 'vmap'
+  assert seeds_lib.resolve_mode('map') == 'map'
   with pytest.raises(UserError, match='seeds_mode'):
     train.validate(tiny_config(seeds_mode='pmap'))

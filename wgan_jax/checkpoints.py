@@ -30,7 +30,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import threading
 import time
@@ -43,23 +42,11 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization
 
+from wgan_jax import configs, errors, parallel
 from wgan_jax.errors import UserError
 from wgan_jax.state import WGANState
 
 DIRNAME = 'checkpoints'
-
-# Options that fix the shapes of what a checkpoint holds (or the data it was
-# trained on): a run cannot resume under different values.
-SHAPE_OPTIONS = ('dataset', 'image_size', 'channels', 'generator', 'critic', 'nz',
-                 'ngf', 'ndf', 'n_extra_layers', 'no_bn', 'critic_bn', 'optimizer',
-                 'rng_impl', 'num_samples')
-# Options that only say how long to train, how to log, or how to compute the
-# same numbers: they may change on resume without a word. Changes to the rest
-# (learning rates, schedule, seed, ...) are allowed and logged as a warning.
-FREE_OPTIONS = ('num_gen_iters', 'sample_every', 'log_every', 'progress_bar',
-                'num_devices', 'convt_impl', 'iteration_mode', 'seeds_mode', 'data_dir',
-                'checkpoint_every', 'keep_checkpoints')
-
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict | None:
   """The config of the newest readable checkpoint in ``workdir`` (None if none)."""
@@ -90,16 +77,6 @@ def is_complete(step_dir: str) -> bool:
   """Whether a checkpoint folder holds all a finished save writes."""
   return all(os.path.exists(os.path.join(step_dir, name))
              for name in COMPLETE_MARKERS)
-
-
-def any_process(flag: bool) -> bool:
-  """True on every process if ``flag`` is true on any (a collective: every
-  process of the run must call it at the same point)."""
-  if jax.process_count() == 1:
-    return bool(flag)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  flags_ = multihost_utils.process_allgather(np.int32(bool(flag)))
-  return bool(np.asarray(flags_).any())
 
 
 _hook_lock = threading.Lock()
@@ -168,48 +145,6 @@ class UnreadableError(UserError):
 
 class NonFiniteError(UserError):
   """Training produced NaN or infinity; the last checkpoint is left intact."""
-
-
-def config_changes(saved: Mapping, config) -> tuple[list[str], list[str]]:
-  """(shape options, other options) whose values differ, as 'name a -> b'."""
-  shape, other = [], []
-  current = json.loads(config.to_json())
-  for name in sorted(set(saved) | set(current)):
-    if name not in saved or name not in current or name in FREE_OPTIONS:
-      continue  # an option added or removed between versions has its default
-    if saved[name] != current[name]:
-      change = f'{name} {saved[name]!r} -> {current[name]!r}'
-      (shape if name in SHAPE_OPTIONS else other).append(change)
-  return shape, other
-
-
-def _is_io_error(error: BaseException) -> bool:
-  """Whether an exception (or one it wraps) is the file system's refusal."""
-  while error is not None:
-    if isinstance(error, OSError) or any(
-        marker in str(error) for marker in ('os_error_code', '[Errno')):
-      return True
-    error = error.__cause__ or error.__context__
-  return False
-
-
-def _reason(error: BaseException) -> str:
-  """The file system's words for an I/O error ('No space left on device')."""
-  cause = error
-  while cause is not None:
-    if isinstance(cause, OSError) and cause.strerror:
-      return cause.strerror
-    # tensorstore: '...: Failed to write 9 bytes to file 4: File too large [os_error_code=27]'
-    found = re.search(r":\s*([^:\[]+?)\s*\[os_error_code", str(cause))
-    if found:
-      return found.group(1)
-    cause = cause.__cause__ or cause.__context__
-  return first_line(error)
-
-
-def first_line(error: BaseException) -> str:
-  lines = str(error).strip().splitlines()
-  return lines[0] if lines else type(error).__name__
 
 
 class Checkpointer:
@@ -345,12 +280,12 @@ class Checkpointer:
       raise
     except Exception as e:  # pylint: disable=broad-except
       error = e
-    if not any_process(error is not None):
+    if not parallel.any_process(error is not None):
       return restored
     if not or_none:
       raise error or ValueError(f'checkpoint {step} cannot be read by another process')
     self.set_aside(step, 'cannot be read (' + (
-        first_line(error) if error else 'by another process') + ')')
+        errors.first_line(error) if error else 'by another process') + ')')
     return None
 
   def delete(self, step: int) -> None:
@@ -369,7 +304,7 @@ class Checkpointer:
         try:
           return self.generator(newer)
         except UnreadableError as e:
-          self.set_aside(newer, f'cannot be read ({first_line(e.__cause__)})')
+          self.set_aside(newer, f'cannot be read ({errors.first_line(e.__cause__)})')
       step = steps[0]
     if step not in steps:
       raise UserError(f'no checkpoint of iteration {step} in {self.path}; '
@@ -380,7 +315,7 @@ class Checkpointer:
           config=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except
       raise UnreadableError(f'checkpoint {step} in {self.path} cannot be read '
-                            f'({first_line(e)}).') from e
+                            f'({errors.first_line(e)}).') from e
     generator = restored['state']['state']['generator']
     return Generator(
         step=step, config=ml_collections.ConfigDict(dict(restored['config'])),
@@ -406,7 +341,7 @@ class Checkpointer:
     saved = self._manager.restore(step, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
     meta, saved_config = saved['meta'], dict(saved['config'])
-    shape, other = config_changes(saved_config, self.config)
+    shape, other = configs.config_changes(saved_config, self.config)
     if meta['data_shape'] != self.data_shape:
       shape.append(f'data shape {tuple(meta["data_shape"])} -> '
                    f'{tuple(self.data_shape)}')
@@ -494,7 +429,7 @@ class Checkpointer:
     try:
       return fn()
     except Exception as e:  # pylint: disable=broad-except
-      if not _is_io_error(e):
+      if not errors.is_io_error(e):
         raise
       failed, self._pending = self._pending, None
       latest = self.latest_step()
@@ -502,5 +437,5 @@ class Checkpointer:
       kept = (f'the last complete checkpoint is iteration {latest}'
               if latest is not None else 'no checkpoint is complete')
       raise UserError(f'could not write {what} to {self.path} '
-                      f'({_reason(e)}); {kept}. Free some space or pass a '
+                      f'({errors.io_reason(e)}); {kept}. Free some space or pass a '
                       '--workdir you can write to, then run again.') from e

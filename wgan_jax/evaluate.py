@@ -36,7 +36,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from wgan_jax import checkpoints, cli, data, models, pixels
+from wgan_jax import checkpoints, cli, data, errors, models, pixels
 from wgan_jax.eval import fid, metrics
 from wgan_jax.errors import UserError
 
@@ -171,7 +171,7 @@ def _read(reader: checkpoints.Checkpointer, step: int | None):
   except checkpoints.UnreadableError as e:
     if step is None:  # (not even the oldest)
       raise
-    reader.set_aside(step, f'cannot be read ({checkpoints.first_line(e.__cause__)})')
+    reader.set_aside(step, f'cannot be read ({errors.first_line(e.__cause__)})')
     return None
 
 

@@ -20,7 +20,7 @@ choose the indices; only this module puts anything on a device.
 With ``num_seeds`` K > 1, K independent runs train at once: every leaf of
 the state, every batch and every metric has a seed axis after the device
 axis, and the step functions are mapped over it inside the ``pmap``, as
-``seeds_mode`` says (``resolve_seeds_mode``: ``vmap``, or the seeds one after
+``seeds_mode`` says (``wgan_jax.seeds``: ``vmap``, or the seeds one after
 another, which XLA:CPU runs faster for convolutional nets). Each seed draws
 its random numbers from its own key exactly as a run of its own would, so
 seed k's run is the single run with its seed.
@@ -33,7 +33,6 @@ axis are the same as in a one-process run with as many devices.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from collections.abc import Callable, Sequence
@@ -43,14 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from wgan_jax import configs, pixels, steps
+from wgan_jax import configs, pixels, seeds, steps
 from wgan_jax.data import samplers
 from wgan_jax.errors import UserError
 from wgan_jax.state import WGANState
 
 AXIS = 'batch'
 MODES = configs.CHOICES['iteration_mode'][0]
-SEEDS_MODES = configs.CHOICES['seeds_mode'][0]
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -71,6 +69,16 @@ def initialize_distributed(coordinator_address: str | None = None,
     raise UserError(f'cannot join the multi-process run ({str(e).splitlines()[0]}); '
                     'check --coordinator_address, --num_processes and '
                     '--process_id.') from e
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process if ``flag`` is true on any (a collective: every
+  process of the run must call it at the same point)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  flags_ = multihost_utils.process_allgather(np.int32(bool(flag)))
+  return bool(np.asarray(flags_).any())
 
 
 def mapped_devices(num_devices: int = 0) -> list[jax.Device]:
@@ -161,77 +169,6 @@ def resolve_mode(mode: str) -> str:
   return mode
 
 
-def resolve_seeds_mode(mode: str, config=None) -> str:
-  """How the K seeds of a ``--num_seeds`` run share one compiled step.
-
-  'vmap' batches them: a seed axis on every array, so XLA sees one K-times
-  larger problem (a convolution with per-seed weights becomes a grouped
-  one); 'map' runs them one after another in a ``lax.map`` loop inside the
-  step; 'unroll' one after another, written out K times; 'hybrid' vmaps all
-  but the convolutions with per-seed weights, which are written out K times.
-  'auto' (measured with experiments/seeds_benchmark.py, on a 2-core CPU):
-  'vmap' on GPUs and TPUs; on CPU 'unroll' when a net of ``config`` is a
-  DCGAN (XLA:CPU runs grouped convolutions several times slower than the K
-  convolutions one by one), else 'vmap' (MLPs: as fast or faster, and it
-  compiles the step once, not K times).
-  """
-  configs.check_choice('seeds_mode', mode)
-  if mode == 'auto':
-    if jax.default_backend() != 'cpu':
-      return 'vmap'
-    mlps = config is not None and config.generator == config.critic == 'mlp'
-    return 'vmap' if mlps else 'unroll'
-  return mode
-
-
-def over_seeds(fn: Callable, mode: str) -> Callable:
-  """``fn`` of one seed's arguments -> ``fn`` of the K seeds' (a leading
-  seed axis on every argument and result), in seeds mode ``mode``."""
-  if mode == 'vmap':
-    return jax.vmap(fn)
-  if mode == 'map':
-    return lambda *args: jax.lax.map(lambda a: fn(*a), args)
-  if mode == 'hybrid':
-    vmapped = jax.vmap(fn)
-
-    def hybrid(*args):
-      with _convs_seed_by_seed():
-        return vmapped(*args)
-    return hybrid
-
-  def unrolled(*args):
-    k = jax.tree.leaves(args)[0].shape[0]
-    outs = [fn(*jax.tree.map(lambda x, i=i: x[i], args)) for i in range(k)]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-  return unrolled
-
-
-@contextlib.contextmanager
-def _convs_seed_by_seed():
-  """While tracing: vmap writes a convolution whose input and kernel both have
-  the vmapped axis as one convolution per index of that axis (instead of a
-  grouped convolution, which XLA:CPU runs slowly)."""
-  from jax._src.interpreters import batching  # pylint: disable=g-import-not-at-top
-  prim = jax.lax.conv_general_dilated_p
-  batchers = batching.fancy_primitive_batchers
-  default = batchers[prim]
-
-  def rule(axis_data, batched_args, batch_dims, **params):
-    (lhs, rhs), (lhs_dim, rhs_dim) = batched_args, batch_dims
-    if lhs_dim is None or rhs_dim is None:
-      return default(axis_data, batched_args, batch_dims, **params)
-    outs = [prim.bind(jax.lax.index_in_dim(lhs, i, lhs_dim, keepdims=False),
-                      jax.lax.index_in_dim(rhs, i, rhs_dim, keepdims=False), **params)
-            for i in range(lhs.shape[lhs_dim])]
-    return jnp.stack(outs), 0
-
-  batchers[prim] = rule
-  try:
-    yield
-  finally:
-    batchers[prim] = default
-
-
 class TrainIteration:
   """Runs generator iterations on the devices, compiled once per critic count.
 
@@ -255,7 +192,7 @@ class TrainIteration:
     self.rng_impl = config.rng_impl
     self.mode = resolve_mode(config.iteration_mode)
     self.num_seeds = config.num_seeds
-    self.seeds_mode = resolve_seeds_mode(config.get('seeds_mode', 'auto'), config)
+    self.seeds_mode = seeds.resolve_mode(config.get('seeds_mode', 'auto'), config)
     self.penalty = config.loss == 'wgan-gp'
     self._critic_step = self._seeded(functools.partial(
         steps.critic_step, clip=config.clip, clip_when=config.clip_when,
@@ -279,7 +216,7 @@ class TrainIteration:
   # Per-device pieces (traced under pmap).
 
   def _seeded(self, fn):
-    return fn if self.num_seeds == 1 else over_seeds(fn, self.seeds_mode)
+    return fn if self.num_seeds == 1 else seeds.over_seeds(fn, self.seeds_mode)
 
   def _randoms(self, rng, gen_iter, j):
     """This device's slice of the latents of critic step j (and, for

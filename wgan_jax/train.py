@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from wgan_jax import (checkpoints, cli, configs, data, models, parallel,
+from wgan_jax import (checkpoints, cli, configs, data, models, parallel, preemption,
                       runtime, steps, visualize, writers)
 from wgan_jax.errors import UserError
 from wgan_jax.state import WGANState, create_state, create_states, initial_randomness
@@ -139,56 +138,6 @@ def _check_workdir_kind(config, workdir: str) -> None:
                     f'--workdir for --num_seeds={config.num_seeds}.')
 
 
-class Interrupted(Exception):
-  """The run stopped on SIGTERM or SIGINT after saving a checkpoint.
-
-  ``str()`` is the line to print; ``exit_status`` the status to exit with
-  (0 after SIGTERM, a scheduler's request to stop; 130 after Ctrl-C).
-  """
-
-  def __init__(self, message: str, exit_status: int):
-    super().__init__(message)
-    self.exit_status = exit_status
-
-
-class StopRequests:
-  """Catches the first SIGTERM or SIGINT while training (``signum`` then
-  says which); the loop stops after the generator iteration in progress and
-  saves. The handlers then go back to the default: a second signal ends the
-  process at once. ``restore`` puts back the handlers of before. (Outside
-  the main thread, where Python cannot take signals, it does nothing.)"""
-
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-  def __init__(self):
-    self.signum: int | None = None
-    self._previous = {}
-    if threading.current_thread() is threading.main_thread():
-      for signum in self.SIGNALS:
-        self._previous[signum] = signal.signal(signum, self._handle)
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signum = signum
-    for other in self.SIGNALS:
-      signal.signal(other, signal.SIG_DFL)
-
-  def restore(self) -> None:
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-    self._previous.clear()
-
-  def stop_after(self, done: int, log_every: int) -> bool:
-    """Whether to stop after generator iteration ``done``. A multi-process
-    run asks every process, at the iterations every process checks at (those
-    whose metrics are logged), so that all stop and save at the same one."""
-    if jax.process_count() == 1:
-      return self.signum is not None
-    if done % log_every:
-      return False
-    return checkpoints.any_process(self.signum is not None)
-
-
 def train(config, workdir: str, on_samples=None) -> WGANState:
   """Trains per ``config``, writing outputs to ``workdir``; returns the final state.
 
@@ -201,7 +150,7 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   given, with the first seed's files (a notebook shows them there).
 
   On SIGTERM or SIGINT it finishes the generator iteration in progress,
-  saves a checkpoint and raises ``Interrupted`` (see ``StopRequests``). A
+  saves a checkpoint and raises ``preemption.Interrupted`` (see ``preemption.StopRequests``). A
   file it cannot write stops it with a UserError naming the file.
   """
   validate(config)
@@ -260,7 +209,7 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   pending = []
   stopped = None
   t0 = time.perf_counter()
-  stop = StopRequests()
+  stop = preemption.StopRequests()
   try:
     for gen_iter in range(start, config.num_gen_iters):
       n_critic = steps.critic_iterations(gen_iter, config)
@@ -313,7 +262,7 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   if stopped is not None:
     signame = (signal.Signals(stop.signum).name if stop.signum
                else 'a signal to another process')
-    raise Interrupted(
+    raise preemption.Interrupted(
         f'Stopped by {signame} after generator iteration {stopped} of '
         f'{config.num_gen_iters}, saved in {ckpts[0].path}; resume with: '
         f'python -m wgan_jax.train --workdir={workdir}',
@@ -431,7 +380,7 @@ def main(argv):
     logging.info('Using the options of the run in %s, with the flags given.', workdir)
   try:
     train(cli.build_config(base=base), workdir)
-  except Interrupted as e:
+  except preemption.Interrupted as e:
     print(e, file=sys.stderr)
     sys.exit(e.exit_status)
 

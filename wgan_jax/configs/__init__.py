@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import re
+from collections.abc import Mapping
 
 import ml_collections
 
@@ -239,3 +241,29 @@ def validate(config) -> None:
     check_choice(name, config[name])
   check_choice('compute_dtype', config.get('compute_dtype', 'float32'))
   check_choice('seeds_mode', config.get('seeds_mode', 'auto'))
+
+
+# Options that fix the shapes of what a checkpoint holds (or the data it was
+# trained on): a run cannot resume under different values.
+SHAPE_OPTIONS = ('dataset', 'image_size', 'channels', 'generator', 'critic', 'nz',
+                 'ngf', 'ndf', 'n_extra_layers', 'no_bn', 'critic_bn', 'optimizer',
+                 'rng_impl', 'num_samples')
+# Options that only say how long to train, how to log, or how to compute the
+# same numbers: they may change on resume without a word. Changes to the rest
+# (learning rates, schedule, seed, ...) are allowed and logged as a warning.
+FREE_OPTIONS = ('num_gen_iters', 'sample_every', 'log_every', 'progress_bar',
+                'num_devices', 'convt_impl', 'iteration_mode', 'seeds_mode', 'data_dir',
+                'checkpoint_every', 'keep_checkpoints')
+
+
+def config_changes(saved: Mapping, config) -> tuple[list[str], list[str]]:
+  """(shape options, other options) whose values differ, as 'name a -> b'."""
+  shape, other = [], []
+  current = json.loads(config.to_json())
+  for name in sorted(set(saved) | set(current)):
+    if name not in saved or name not in current or name in FREE_OPTIONS:
+      continue  # an option added or removed between versions has its default
+    if saved[name] != current[name]:
+      change = f'{name} {saved[name]!r} -> {current[name]!r}'
+      (shape if name in SHAPE_OPTIONS else other).append(change)
+  return shape, other
