@@ -10,7 +10,7 @@ from wgan_jax.eval.classifier import digits_metrics, stacked_digits_metrics
 from wgan_jax.eval.points import MIN_COUNT, NUM_STD, POINTS, W1_SAMPLES, points_metrics
 
 MNIST5K = ('mnist5k', 'stacked_mnist5k')
-DATASETS = ('digits', 'stacked_digits', *MNIST5K, *POINTS)
+DATASETS = ('digits', 'stacked_digits', *POINTS, *MNIST5K)
 
 # How many samples each dataset's published protocol draws (the 2-D mixtures
 # and Stacked-MNIST: VEEGAN and PacGAN); digits have none, so about three
