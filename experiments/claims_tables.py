@@ -54,6 +54,8 @@ def table(result: dict) -> str:
 
 
 def main(argv):
+  if len(argv) > 1 and not argv[1].startswith('--results='):
+    sys.exit(__doc__.strip())
   results = argv[1].split('=', 1)[1] if len(argv) > 1 else 'experiments/results'
   for name in ('loss_meaning', 'mode_collapse', 'architectures', 'optimizers', 'precision'):
     path = os.path.join(results, f'{name}.json')
