@@ -104,7 +104,7 @@ def _forward(params, images):
   return _NET.apply({'params': params}, images)
 
 
-def _float_images(images) -> np.ndarray:
+def float_images(images) -> np.ndarray:
   """uint8 pixels or floats in [-1, 1] -> float32 in [-1, 1]."""
   return np.asarray(pixels.to_float(np.asarray(images)), np.float32)
 
@@ -118,7 +118,7 @@ class DigitsClassifier:
 
   def outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
     """Features (N, 128) and logits (N, 10) of grey images (N, S, S, 1)."""
-    images = _float_images(images)
+    images = float_images(images)
     if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 1):
       raise UserError(f'the digits classifier takes images of shape (N, '
                       f'{self.image_size}, {self.image_size}, 1); got {images.shape}.')
@@ -254,11 +254,12 @@ def feature_distances(features, reference, seed: int = 0) -> dict[str, float]:
           'kid_std': kid_std}
 
 
-def _images(samples, channels: tuple[int, ...], dataset_name: str) -> np.ndarray:
-  images = _float_images(samples)
+def checked_images(samples, channels: tuple[int, ...], dataset_name: str) -> np.ndarray:
+  """``samples`` as float images (N, S, S, C) with C in ``channels``, or a UserError."""
+  images = float_images(samples)
   if images.ndim != 4 or images.shape[1] != images.shape[2] or (
       images.shape[3] not in channels) or not len(images):
-    raise UserError(f'{dataset_name} metrics need images (N, S, S, '
+    raise UserError(f'{dataset_name} measures need images (N, S, S, '
                     f'{" or ".join(map(str, channels))}); got {images.shape}.')
   return images
 
@@ -302,7 +303,7 @@ def digits_metrics(samples, *, seed: int = 0, classifier_seed: int = 0,
   held-out digits: ``fd``, ``kid``, ``kid_std``, ``class_kl``, with
   ``fd_floor``, ``kid_floor``, ``class_kl_floor`` from as many real
   training-split digits, and the classifier's ``classifier_accuracy``."""
-  images = _images(samples, (1, 3), 'digits').mean(axis=-1, keepdims=True)
+  images = checked_images(samples, (1, 3), 'digits').mean(axis=-1, keepdims=True)
   size, n = images.shape[1], len(images)
   result = _digits_scores(images, size, seed, classifier_seed, cache_dir)
   floor = _digits_floor(size, n, seed, classifier_seed, cache_dir)
@@ -314,7 +315,7 @@ def digits_metrics(samples, *, seed: int = 0, classifier_seed: int = 0,
 
 
 def _stacked_outputs(images, classifier: DigitsClassifier) -> tuple[np.ndarray, np.ndarray]:
-  images = _images(images, (3,), 'stacked_digits')
+  images = checked_images(images, (3,), 'stacked_digits')
   outputs = [classifier.outputs(images[..., c:c + 1]) for c in range(3)]
   features = np.concatenate([f for f, _ in outputs], axis=1)
   digits = [np.argmax(logits, axis=1) for _, logits in outputs]
@@ -377,7 +378,7 @@ def stacked_digits_metrics(samples, *, seed: int = 0, classifier_seed: int = 0,
   ``classifier_accuracy`` (per digit; a stack is right with about its cube)."""
   if min_count < 1:
     raise UserError(f'min_count={min_count}: must be at least 1.')
-  images = _images(samples, (3,), 'stacked_digits')
+  images = checked_images(samples, (3,), 'stacked_digits')
   size, n = images.shape[1], len(images)
   result = _stacked_scores(images, size, seed, min_count, classifier_seed, cache_dir)
   floor = _stacked_floor(size, n, seed, min_count, classifier_seed, cache_dir)

@@ -88,14 +88,6 @@ def _forward(params, images):
   return _NET.apply({'params': params}, images)
 
 
-def _float_images(images) -> np.ndarray:
-  """uint8 pixels or floats in [-1, 1] -> float32 in [-1, 1]."""
-  images = np.asarray(images)
-  if images.dtype == np.uint8:
-    return images.astype(np.float32) / 127.5 - 1.0
-  return images.astype(np.float32)
-
-
 def _to_classifier_size(images: np.ndarray) -> np.ndarray:
   """(N, S, S, 1) floats -> (N, 32, 32, 1) (bilinear, antialiased shrinking)."""
   if images.shape[1] == IMAGE_SIZE:
@@ -113,7 +105,7 @@ class MnistClassifier:
   def outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
     """Features (N, 128) and logits (N, 10) of grey images (N, S, S, 1),
     uint8 pixels or floats in [-1, 1]."""
-    images = _float_images(images)
+    images = digits_classifier.float_images(images)
     if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] != 1:
       raise UserError(f'the MNIST classifier takes grey images (N, S, S, 1); got '
                       f'{images.shape}.')
@@ -151,7 +143,7 @@ def train_classifier(seed: int = 0) -> MnistClassifier:
   """Trains ``MnistNet`` on the 4,000 training digits at 32px (Adam,
   cross-entropy, random shifts); deterministic given ``seed``. Its
   ``test_accuracy`` is on the 1,000 held-out digits."""
-  images = _float_images(mnist5k.load_mnist5k(IMAGE_SIZE))
+  images = digits_classifier.float_images(mnist5k.load_mnist5k(IMAGE_SIZE))
   labels = mnist5k.labels()
   train, test = mnist5k.split()
   steps_per_epoch = len(train) // BATCH_SIZE
@@ -228,13 +220,15 @@ def classifier(seed: int = 0, cache_dir: str | None = None) -> MnistClassifier:
 # --- the measures ---------------------------------------------------------------
 
 
-def _images(samples, channels: tuple[int, ...], dataset_name: str) -> np.ndarray:
-  images = _float_images(samples)
-  if images.ndim != 4 or images.shape[1] != images.shape[2] or (
-      images.shape[3] not in channels) or not len(images):
-    raise UserError(f'{dataset_name} measures need images (N, S, S, '
-                    f'{" or ".join(map(str, channels))}); got {images.shape}.')
-  return images
+def _with_floor(result: dict, floor: dict, modes_total: int, n: int, classifier_seed: int,
+                cache_dir: str | None) -> dict[str, float]:
+  """``result`` with each floor (but KID's std), the mode count and the
+  classifier's held-out accuracy."""
+  result.update({f'{k}_floor': v for k, v in floor.items() if k != 'kid_std'})
+  result.update(modes_total=float(modes_total),
+                classifier_accuracy=classifier(classifier_seed, cache_dir).test_accuracy,
+                num_samples=float(n))
+  return result
 
 
 def _check_min_count(min_count: int) -> None:
@@ -273,7 +267,7 @@ def _mnist_floor(image_size: int, n: int, seed: int, min_count: int,
   train = mnist5k.split()[0]
   picks = np.random.default_rng([seed, 3]).choice(train, n, replace=n > len(train))
   images = mnist5k.load_mnist5k(image_size)[picks]
-  return _mnist_scores(_float_images(images), seed, min_count, classifier_seed, cache_dir)
+  return _mnist_scores(digits_classifier.float_images(images), seed, min_count, classifier_seed, cache_dir)
 
 
 def mnist5k_metrics(samples, *, seed: int = 0, classifier_seed: int = 0,
@@ -286,21 +280,17 @@ def mnist5k_metrics(samples, *, seed: int = 0, classifier_seed: int = 0,
   ``kid_std``) with its ``*_floor`` from as many training-split digits; and
   the classifier's held-out ``classifier_accuracy``."""
   _check_min_count(min_count)
-  images = _images(samples, (1, 3), mnist5k.NAME).mean(axis=-1, keepdims=True)
+  images = digits_classifier.checked_images(samples, (1, 3), mnist5k.NAME).mean(axis=-1, keepdims=True)
   size, n = images.shape[1], len(images)
   result = _mnist_scores(images, seed, min_count, classifier_seed, cache_dir)
   floor = _mnist_floor(size, n, seed, min_count, classifier_seed, cache_dir)
-  result.update({f'{k}_floor': v for k, v in floor.items() if k != 'kid_std'})
-  result.update(modes_total=float(NUM_CLASSES),
-                classifier_accuracy=classifier(classifier_seed, cache_dir).test_accuracy,
-                num_samples=float(n))
-  return result
+  return _with_floor(result, floor, NUM_CLASSES, n, classifier_seed, cache_dir)
 
 
 def stacked_outputs(images, net: MnistClassifier) -> tuple[np.ndarray, np.ndarray]:
   """Stacked digits (N, S, S, 3) -> the three channels' features
   concatenated (N, 384) and each channel's digit (N, 3)."""
-  images = _images(images, (3,), mnist5k.STACKED_NAME)
+  images = digits_classifier.checked_images(images, (3,), mnist5k.STACKED_NAME)
   outputs = [net.outputs(images[..., c:c + 1]) for c in range(3)]
   features = np.concatenate([f for f, _ in outputs], axis=1)
   digits = np.stack([np.argmax(logits, axis=1) for _, logits in outputs], axis=1)
@@ -359,15 +349,11 @@ def stacked_mnist5k_metrics(samples, *, seed: int = 0, classifier_seed: int = 0,
   of training-split digits; and ``classifier_accuracy`` (per digit; a stack
   is right with about its cube)."""
   _check_min_count(min_count)
-  images = _images(samples, (3,), mnist5k.STACKED_NAME)
+  images = digits_classifier.checked_images(samples, (3,), mnist5k.STACKED_NAME)
   size, n = images.shape[1], len(images)
   result = _stacked_scores(images, seed, min_count, classifier_seed, cache_dir)
   floor = _stacked_floor(size, n, seed, min_count, classifier_seed, cache_dir)
-  result.update({f'{k}_floor': v for k, v in floor.items() if k != 'kid_std'})
-  result.update(modes_total=float(NUM_STACKED_MODES),
-                classifier_accuracy=classifier(classifier_seed, cache_dir).test_accuracy,
-                num_samples=float(n))
-  return result
+  return _with_floor(result, floor, NUM_STACKED_MODES, n, classifier_seed, cache_dir)
 
 
 def evaluate_samples(dataset_name: str, samples, **kwargs) -> dict[str, float]:
