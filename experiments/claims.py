@@ -15,6 +15,10 @@ which training reached it, and whether the stopping rule was met. The
 experiment's ``<out>/<experiment>.json`` and its figures are built from those
 files, so runs can train in separate processes side by side (``--only=RUN``
 each, e.g. one per GPU process) and one more ``--summarize_only`` collects them.
+A run that was stopped (SIGTERM, a crash, the end of a session) resumes from
+its last checkpoint when the same command runs again, its wall-clock seconds
+continuing from there (``CLOCK_FILE``, with the machine of each session); a
+run already measured with the same settings is not trained again.
 
 The stopping rule: a run has flattened once the median-filtered training
 signal (the Wasserstein estimate; the discriminator's loss for the GAN;
@@ -38,7 +42,7 @@ from absl import app, flags, logging
 from PIL import Image
 from scipy import stats
 
-from wgan_jax import configs, evaluate, runtime, train, visualize, writers
+from wgan_jax import configs, evaluate, files, preemption, runtime, train, visualize, writers
 
 _EXPERIMENT = flags.DEFINE_enum(
     'experiment', None,
@@ -92,6 +96,10 @@ RUNS = {
     },
 }
 RUN_FILE = 'claims_run.json'
+# Generator iteration -> seconds of training to reach it, over every session
+# of a run (a run stopped by SIGTERM, a crash or the end of a session resumes
+# from its last checkpoint when the same command runs again).
+CLOCK_FILE = 'claims_clock.json'
 # The measures plotted, in this order, where a dataset's evaluation has them.
 MEASURES = ('modes', 'high_quality', 'w1', 'mode_kl', 'fd', 'kid', 'class_kl')
 
@@ -126,17 +134,32 @@ def seed_dirs(workdir: str, config) -> list[str]:
 def train_and_measure(name: str, dataset: str, overrides: dict, workdir: str) -> dict:
   """Trains one run (every seed), measures every checkpoint, writes RUN_FILE."""
   config = run_config(dataset, overrides)
-  clock = {}  # generator iteration -> seconds since training began
+  clock, sessions = read_clock(workdir)
   t0 = time.perf_counter()
 
-  def on_samples(done, grid, curve):
-    del grid, curve
-    clock[done] = time.perf_counter() - t0
+  def tick(done):
+    if not sessions or sessions[-1]['pid'] != os.getpid():
+      # A resumed run restarts from its newest complete checkpoint: the
+      # newest iteration with a time before this one (a checkpoint being
+      # written when the run died is not complete; its time is overwritten).
+      resumed = max((k for k in clock if k < done), default=0)
+      sessions.append({'pid': os.getpid(), 'from_gen_iter': resumed,
+                       'offset': clock.get(resumed, 0.0),
+                       'machine': runtime.machine_text(runtime.machine(devices=True))})
+    clock[done] = sessions[-1]['offset'] + time.perf_counter() - t0
+    files.write_atomic(os.path.join(workdir, CLOCK_FILE),
+                       lambda f: json.dump({'seconds': clock, 'sessions': sessions}, f),
+                       text=True)
 
   logging.info('Training %s: %d generator iterations, %d seed(s).', name,
                config.num_gen_iters, config.num_seeds)
-  train.train(config, workdir, on_samples=on_samples)
-  train_seconds = time.perf_counter() - t0
+  try:
+    train.train(config, workdir, on_samples=lambda done, grid, curve: tick(done))
+  except preemption.Interrupted as e:
+    if e.gen_iter is not None:
+      tick(e.gen_iter)
+    raise
+  train_seconds = clock.get(config.num_gen_iters, time.perf_counter() - t0)
   seeds = []
   for seed_dir in seed_dirs(workdir, config):
     results = os.path.join(seed_dir, evaluate.RESULTS)
@@ -149,11 +172,34 @@ def train_and_measure(name: str, dataset: str, overrides: dict, workdir: str) ->
     seeds.append({'workdir': seed_dir, 'evaluation': evaluation, 'training': curve(records)})
   result = {'name': name, 'dataset': dataset, 'settings': settings(config),
             'train_seconds': train_seconds, 'machine': runtime.machine(devices=True),
+            'sessions': sessions,
             'seeds': seeds}
   result['summary'] = summary(result['seeds'])
   with open(os.path.join(workdir, RUN_FILE), 'w', encoding='utf-8') as f:
     json.dump(result, f)
   return result
+
+
+def read_clock(workdir: str) -> tuple[dict[int, float], list[dict]]:
+  """The run's seconds per generator iteration so far, and its sessions (where
+  each began, on which machine)."""
+  try:
+    with open(os.path.join(workdir, CLOCK_FILE), encoding='utf-8') as f:
+      saved = json.load(f)
+  except FileNotFoundError:
+    return {}, []
+  return {int(k): v for k, v in saved['seconds'].items()}, saved['sessions']
+
+
+def measured(workdir: str, config) -> dict | None:
+  """The run's RUN_FILE when it holds these settings (a finished run is not
+  trained or measured again)."""
+  try:
+    with open(os.path.join(workdir, RUN_FILE), encoding='utf-8') as f:
+      result = json.load(f)
+  except FileNotFoundError:
+    return None
+  return result if result.get('settings') == settings(config) else None
 
 
 def settings(config) -> dict:
@@ -345,7 +391,10 @@ def main(argv):
       with open(path, encoding='utf-8') as f:
         runs.append(json.load(f))
     else:
-      runs.append(train_and_measure(name, dataset, overrides, workdir))
+      done = measured(workdir, run_config(dataset, overrides))
+      if done is not None:
+        logging.info('%s: already trained and measured in %s.', name, path)
+      runs.append(done or train_and_measure(name, dataset, overrides, workdir))
   if not runs:
     raise app.UsageError(f'no run of {experiment} to summarise in {root}.')
   result = {'experiment': experiment, 'runs': runs, 'machine': runs[0]['machine'],
@@ -362,5 +411,13 @@ def main(argv):
   print(f'{out}, {", ".join(result["figures"])}; {runtime.machine_text(result["machine"])}')
 
 
+def run(argv):
+  try:
+    main(argv)
+  except preemption.Interrupted as e:
+    print(e)
+    raise SystemExit(e.exit_status) from None
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(run)

@@ -8,7 +8,9 @@
 # nets leave it mostly idle, so several runs share it), or
 # `bash experiments/claims_all.sh /tmp/claims 1 mode_collapse`. Each run's log
 # goes to WORKDIRS/<experiment>/<run>.log (WORKDIRS: $WORKDIRS, default
-# /tmp/wgan_jax_claims); a run that fails is reported and left out.
+# /tmp/wgan_jax_claims); a run that fails is reported and left out. Run it
+# again with the same WORKDIRS to go on: stopped runs resume from their last
+# checkpoint and finished ones are kept.
 # CLAIMS_FLAGS adds flags to every claims.py command (a quick check:
 # CLAIMS_FLAGS='--num_gen_iters=20 --checkpoints=2 --num_seeds=1').
 set -uo pipefail

@@ -1,8 +1,9 @@
 r"""What K seeds at once cost: whole training processes, K=1 against K>1.
 
-  python experiments/seeds_benchmark.py                      # CPU, K=1,5, ~10 min
+  python experiments/seeds_benchmark.py                      # CPU, K=1,5, ~25 min
   python experiments/seeds_benchmark.py --backend=gpu --models=dcgan32 --num_seeds=1,8 \
       --seeds_modes=vmap,unroll --out=experiments/results/seeds_gpu.json
+  python experiments/seeds_benchmark.py --merge=A.json,B.json --out=AB.json   # one table
 
 For each model and K, runs ``python -m wgan_jax.train`` for LONG generator
 iterations, writing metrics every SHORT (``--iters``; the model's default
@@ -16,7 +17,12 @@ rounds go through every variant in turn (interleaved, so that a shared
 machine's load falls on all of them alike); the medians are reported.
 
 Prints the table (K=1 gen it/s, K gen it/s, seed-iterations/s of K seeds vs
-K=1) and writes ``--out`` (JSON) with the machine and its load.
+K=1) and writes ``--out`` (JSON) with the machine and its load. With it, the
+ceiling: each model's FLOPs per generator iteration (matrix products and
+convolutions, ``benchmark.flops``), the FLOP/s one seed reaches, and jax's
+dense float32 matrix-product rate measured in this process. K seeds can at
+best run every FLOP at that rate, so K=1's share of it bounds what any way of
+batching seeds can gain: ``ceiling`` = GEMM rate / K=1's FLOP/s.
 """
 
 from __future__ import annotations
@@ -41,14 +47,14 @@ MODELS = {
                    'digits, MLP generator and critic'),
     'gaussians8': (['--dataset=gaussians8'], (20, 220), 'gaussians8 preset (MLP 512)'),
     'dcgan32': (['--dataset=stacked_digits', '--image_size=32', '--ngf=64', '--ndf=64'],
-                (4, 12), 'DCGAN 32px, ngf=ndf=64, 3 channels, batch 64'),
+                (4, 24), 'DCGAN 32px, ngf=ndf=64, 3 channels, batch 64'),
     'dcgan64': (['--dataset=stacked_digits', '--image_size=64', '--ngf=64', '--ndf=64'],
-                (3, 9), 'DCGAN 64px, ngf=ndf=64, 3 channels, batch 64'),
+                (2, 6), 'DCGAN 64px, ngf=ndf=64, 3 channels, batch 64'),
 }
 COMMON = ['--n_critic=5', '--warmup_gen_iters=0', '--boost_every=0', '--progress_bar=false',
           '--sample_every=1000000', '--checkpoint_every=0']
 
-_MODELS = flags.DEFINE_list('models', ['digits', 'digits_mlp', 'gaussians8', 'dcgan32'],
+_MODELS = flags.DEFINE_list('models', ['digits', 'digits_mlp', 'gaussians8', 'dcgan32', 'dcgan64'],
                             f'Models: {", ".join(MODELS)}.')
 _NUM_SEEDS = flags.DEFINE_list('num_seeds', ['1', '5'], 'K values; the first is the baseline.')
 _MODES = flags.DEFINE_list('seeds_modes', ['auto'],
@@ -58,6 +64,8 @@ _ITERS = flags.DEFINE_list('iters', None, 'SHORT,LONG generator iterations for e
 _REPEATS = flags.DEFINE_integer('repeats', 1, 'Interleaved rounds; medians are reported.')
 _BACKEND = flags.DEFINE_string('backend', 'cpu', 'Backend of the training processes: cpu | gpu | tpu.')
 _EXTRA = flags.DEFINE_list('train_flags', [], 'More flags for every training process.')
+_MERGE = flags.DEFINE_list('merge', [], 'Instead of running: one table of these JSON files '
+                            '(written to --out).')
 _OUT = flags.DEFINE_string('out', 'experiments/results/seeds_cpu.json', 'Where the JSON goes.')
 
 
@@ -119,6 +127,29 @@ def _walltimes(workdir: str) -> dict[int, float]:
   raise RuntimeError(f'no TensorBoard events under {workdir}')
 
 
+def _parse_flags(args: list[str]) -> dict:
+  out = {}
+  for arg in args:
+    key, _, value = arg.removeprefix('--').partition('=')
+    out[key] = value
+  return out
+
+
+def model_flops(args: list[str]) -> float:
+  """FLOPs of one seed's generator iteration for a model's train flags (5
+  critic steps, as ``COMMON`` trains)."""
+  from wgan_jax import configs, data  # pylint: disable=g-import-not-at-top
+  from wgan_jax.benchmark import flops  # pylint: disable=g-import-not-at-top
+  given = _parse_flags([*args, *COMMON])
+  config = configs.get_config(given.get('dataset'))
+  for key, value in given.items():
+    if key in config:
+      config[key] = type(config[key])(value) if not isinstance(config[key], bool) \
+          else value.lower() in ('1', 'true', 'yes')
+  shape = data.get_dataset(config).data_shape
+  return flops.iteration_flops(config, shape)['generator_iteration']
+
+
 def run_train(args: list[str], short: int, long: int, backend: str) -> float:
   """Seconds per generator iteration of one training process of ``long``
   iterations, in steady state: from the wall times at which it wrote the
@@ -135,8 +166,81 @@ def run_train(args: list[str], short: int, long: int, backend: str) -> float:
   return (times[long] - times[short]) / (long - short)
 
 
+def tabulate(info: dict, seconds: dict, variants: list, models: list) -> tuple[list, str]:
+  """The rows (JSON) and the markdown table of ``seconds``: (model, K, mode) ->
+  [seconds per generator iteration]; ``variants[0]`` is the baseline."""
+  rows = []
+  base_k = variants[0][0]
+  header = f'| model | K={base_k}: gen it/s |'
+  if 'jax_gemm_gflops' in info:
+    header += (f' K={base_k}: GFLOP/s (share of GEMM {info["jax_gemm_gflops"]:.0f}) |'
+               ' ceiling |')
+  for k, mode in variants[1:]:
+    header += f' K={k} {mode}: gen it/s | K={k} {mode}: seed-it/s vs K={base_k} |'
+  lines = [header, '|' + ' --- |' * (header.count('|') - 1)]
+  for name in models:
+    if (name, base_k, 'auto') not in seconds:
+      continue
+    base = 1 / statistics.median(seconds[(name, base_k, 'auto')])
+    row = {'model': name, 'description': MODELS[name][2], f'K={base_k} gen_it_per_s': base,
+           'runs': {f'K={k} {m}': seconds.get((name, k, m)) for k, m in variants}}
+    line = f'| {name} | {base:.2f} |'
+    if 'jax_gemm_gflops' in info:
+      gflops = model_flops(MODELS[name][0]) / 1e9
+      row.update(gflop_per_iter=gflops, k1_gflops=gflops * base,
+                 ceiling=info['jax_gemm_gflops'] / (gflops * base))
+      line += f' {gflops * base:.0f} ({100 * gflops * base / info["jax_gemm_gflops"]:.0f}%) |' \
+              f' {row["ceiling"]:.2f}x |'
+    for k, mode in variants[1:]:
+      if not seconds.get((name, k, mode)):
+        line += ' - | - |'
+        continue
+      its = 1 / statistics.median(seconds[(name, k, mode)])
+      ratio = k * its / (base_k * base)
+      row[f'K={k} {mode} gen_it_per_s'] = its
+      row[f'K={k} {mode} seed_it_ratio'] = ratio
+      line += f' {its:.2f} | {ratio:.2f}x |'
+    rows.append(row)
+    lines.append(line)
+  return rows, '\n'.join(lines)
+
+
+def merge(paths: list[str]) -> None:
+  """One table of several runs' JSON files (each model from the file that ran
+  it; the machine of the first), written to ``--out``."""
+  results = []
+  for path in paths:
+    with open(path, encoding='utf-8') as f:
+      results.append(json.load(f))
+  seconds, variants, models, iters = {}, [], [], {}
+  for result in results:
+    iters.update(result['iters'])
+    for row in result['rows']:
+      models.append(row['model'])
+      for key, values in row['runs'].items():
+        k, mode = key.removeprefix('K=').split(' ')
+        if (int(k), mode) not in variants:
+          variants.append((int(k), mode))
+        seconds[(row['model'], int(k), mode)] = values
+  first = variants[0]
+  variants.sort(key=lambda v: (v != first, v[0]))
+  info = results[0]['machine']
+  rows, table = tabulate(info, seconds, variants, models)
+  print(table)
+  result = {**results[0], 'command': ' '.join(sys.argv), 'merged_from': paths,
+            'commands': [r['command'] for r in results],
+            'machines': [r['machine'] for r in results], 'iters': iters,
+            'rows': rows, 'table': table}
+  with open(_OUT.value, 'w', encoding='utf-8') as f:
+    json.dump(result, f, indent=1)
+  print(f'wrote {_OUT.value}')
+
+
 def main(argv):
   del argv
+  if _MERGE.value:
+    merge(_MERGE.value)
+    return
   ks = [int(k) for k in _NUM_SEEDS.value]
   variants = [(ks[0], 'auto')] + [(k, m) for k in ks[1:] for m in _MODES.value]
   for name in _MODELS.value:
@@ -144,6 +248,9 @@ def main(argv):
       raise app.UsageError(f'--models: unknown {name!r}; choose from {", ".join(MODELS)}')
   info = machine(_BACKEND.value)
   info['load_before'] = _loadavg()
+  if _BACKEND.value == 'cpu':
+    from wgan_jax.benchmark import flops  # pylint: disable=g-import-not-at-top
+    info['jax_gemm_gflops'] = flops.jax_gemm_rate(seconds=3.0) / 1e9
   print(json.dumps(info), flush=True)
   seconds: dict = {}  # (model, k, mode) -> [seconds per generator iteration]
   start = time.time()
@@ -166,31 +273,7 @@ def main(argv):
   info['load_after'] = _loadavg()
   info['minutes'] = round((time.time() - start) / 60, 1)
 
-  rows = []
-  base_k = ks[0]
-  header = f'| model | K={base_k}: gen it/s |'
-  for k, mode in variants[1:]:
-    header += f' K={k} {mode}: gen it/s | K={k} {mode}: seed-it/s vs K={base_k} |'
-  lines = [header, '|' + ' --- |' * (header.count('|') - 1)]
-  for name in _MODELS.value:
-    if (name, base_k, 'auto') not in seconds:
-      continue
-    base = 1 / statistics.median(seconds[(name, base_k, 'auto')])
-    row = {'model': name, 'description': MODELS[name][2], f'K={base_k} gen_it_per_s': base,
-           'runs': {f'K={k} {m}': seconds.get((name, k, m)) for k, m in variants}}
-    line = f'| {name} | {base:.2f} |'
-    for k, mode in variants[1:]:
-      if (name, k, mode) not in seconds:
-        line += ' failed | |'
-        continue
-      its = 1 / statistics.median(seconds[(name, k, mode)])
-      ratio = k * its / (base_k * base)
-      row[f'K={k} {mode} gen_it_per_s'] = its
-      row[f'K={k} {mode} seed_it_ratio'] = ratio
-      line += f' {its:.2f} | {ratio:.2f}x |'
-    rows.append(row)
-    lines.append(line)
-  table = '\n'.join(lines)
+  rows, table = tabulate(info, seconds, variants, _MODELS.value)
   print(table)
   result = {'machine': info, 'command': ' '.join(sys.argv), 'common_train_flags': COMMON,
             'seconds_are': '(t(LONG) - t(SHORT)) / (LONG - SHORT) per generator iteration, '

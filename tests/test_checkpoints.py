@@ -542,6 +542,25 @@ def test_the_first_signal_asks_to_stop_and_the_second_ends_the_process():
   assert parallel.any_process(True) and not parallel.any_process(False)
 
 
+def test_a_signal_in_process_raises_interrupted_with_the_iteration_saved(tmp_path, tiny_config):
+  """What a caller of ``train.train`` gets (experiments/claims.py keeps its clock by it)."""
+  config = tiny_config(num_gen_iters=6, sample_every=1, checkpoint_every=0)
+
+  def on_samples(done, grid, curve):
+    del grid, curve
+    if done == 2:
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(0.01)  # (Python runs the handler between bytecodes)
+
+  with pytest.raises(preemption.Interrupted) as caught:
+    train.train(config, str(tmp_path), on_samples=on_samples)
+  assert caught.value.exit_status == 0
+  stopped = caught.value.gen_iter  # (it came while sampling 2: checked at the end of 3)
+  assert stopped == 3 and f'after generator iteration {stopped} of 6' in str(caught.value)
+  data_shape = data_lib.get_dataset(config).data_shape
+  assert checkpoints.Checkpointer(str(tmp_path), config, data_shape).steps() == [stopped]
+
+
 def _run_and_signal(args, env, log, signum, when, timeout=120):
   """Runs the training CLI and sends ``signum`` once ``when()`` holds."""
   with open(log, 'w') as err:

@@ -15,12 +15,14 @@ class Interrupted(Exception):
   """The run stopped on SIGTERM or SIGINT after saving a checkpoint.
 
   ``str()`` is the line to print; ``exit_status`` the status to exit with
-  (0 after SIGTERM, a scheduler's request to stop; 130 after Ctrl-C).
+  (0 after SIGTERM, a scheduler's request to stop; 130 after Ctrl-C);
+  ``gen_iter`` the generator iteration saved.
   """
 
-  def __init__(self, message: str, exit_status: int):
+  def __init__(self, message: str, exit_status: int, gen_iter: int | None = None):
     super().__init__(message)
     self.exit_status = exit_status
+    self.gen_iter = gen_iter
 
 
 class StopRequests:

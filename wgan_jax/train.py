@@ -266,7 +266,7 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
         f'Stopped by {signame} after generator iteration {stopped} of '
         f'{config.num_gen_iters}, saved in {ckpts[0].path}; resume with: '
         f'python -m wgan_jax.train --workdir={workdir}',
-        130 if stop.signum == signal.SIGINT else 0)
+        130 if stop.signum == signal.SIGINT else 0, stopped)
   seconds = time.perf_counter() - t0
   final = parallel.unreplicate(p_state)
   if primary:
