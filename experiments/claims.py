@@ -160,6 +160,18 @@ def train_and_measure(name: str, dataset: str, overrides: dict, workdir: str) ->
       tick(e.gen_iter)
     raise
   train_seconds = clock.get(config.num_gen_iters, time.perf_counter() - t0)
+  result = measure(name, dataset, config, workdir)
+  result['train_seconds'] = train_seconds
+  with open(os.path.join(workdir, RUN_FILE), 'w', encoding='utf-8') as f:
+    json.dump(result, f)
+  return result
+
+
+def measure(name: str, dataset: str, config, workdir: str) -> dict:
+  """Every checkpoint of a run's seeds measured, with the clock's seconds:
+  the run's result (a run still training: its checkpoints so far, with
+  ``reached`` the newest iteration timed)."""
+  clock, sessions = read_clock(workdir)
   seeds = []
   for seed_dir in seed_dirs(workdir, config):
     results = os.path.join(seed_dir, evaluate.RESULTS)
@@ -170,13 +182,11 @@ def train_and_measure(name: str, dataset: str, overrides: dict, workdir: str) ->
       record['seconds'] = clock.get(record['gen_iter'])
     records = writers.read_metrics(os.path.join(seed_dir, 'metrics.jsonl'))
     seeds.append({'workdir': seed_dir, 'evaluation': evaluation, 'training': curve(records)})
+  reached = max(clock, default=0)
   result = {'name': name, 'dataset': dataset, 'settings': settings(config),
-            'train_seconds': train_seconds, 'machine': runtime.machine(devices=True),
-            'sessions': sessions,
-            'seeds': seeds}
+            'train_seconds': clock.get(reached), 'reached': reached,
+            'machine': runtime.machine(devices=True), 'sessions': sessions, 'seeds': seeds}
   result['summary'] = summary(result['seeds'])
-  with open(os.path.join(workdir, RUN_FILE), 'w', encoding='utf-8') as f:
-    json.dump(result, f)
   return result
 
 
@@ -351,7 +361,7 @@ def samples_figure(result: dict) -> str:
     names = sorted(n for n in os.listdir(samples) if n.startswith(('fake_', 'scatter_')))
     with Image.open(os.path.join(samples, names[-1])) as im:
       ax.imshow(np.asarray(im.convert('RGB')))
-    ax.set_title(f'{r["name"]} at {r["settings"]["num_gen_iters"]}', fontsize=8)
+    ax.set_title(f'{r["name"]} at {r.get("reached") or r["settings"]["num_gen_iters"]}', fontsize=8)
   fig.tight_layout()
   path = os.path.join(_OUT.value, f'{result["experiment"]}_samples.png')
   fig.savefig(path)
@@ -385,11 +395,14 @@ def main(argv):
     workdir = os.path.join(root, name)
     path = os.path.join(workdir, RUN_FILE)
     if _SUMMARIZE_ONLY.value:
-      if not os.path.exists(path):
+      if os.path.exists(path):
+        with open(path, encoding='utf-8') as f:
+          runs.append(json.load(f))
+      elif os.path.exists(os.path.join(workdir, CLOCK_FILE)):
+        logging.info('%s: still training; its checkpoints so far are measured.', name)
+        runs.append(measure(name, dataset, run_config(dataset, overrides), workdir))
+      else:
         logging.warning('%s: no %s (not run); left out.', name, path)
-        continue
-      with open(path, encoding='utf-8') as f:
-        runs.append(json.load(f))
     else:
       done = measured(workdir, run_config(dataset, overrides))
       if done is not None:
@@ -407,7 +420,9 @@ def main(argv):
     s = r['summary']
     cells = {k: (f'{v["mean"]:.4g} ± {v["std"]:.2g}' if isinstance(v, dict) else v)
              for k, v in s.items()}
-    print(f'{r["name"]:26s} {r["train_seconds"]:7.0f} s  {cells}')
+    reached = r.get('reached', r['settings']['num_gen_iters'])
+    progress = '' if reached >= r['settings']['num_gen_iters'] else f' (at {reached})'
+    print(f'{r["name"]:26s} {r["train_seconds"] or 0:7.0f} s{progress}  {cells}')
   print(f'{out}, {", ".join(result["figures"])}; {runtime.machine_text(result["machine"])}')
 
 

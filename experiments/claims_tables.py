@@ -30,7 +30,10 @@ def table(result: dict) -> str:
   lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
   for r in runs:
     s = r['summary']
-    cells = [r['name'], str(len(r['seeds'])), str(r['settings']['num_gen_iters'])]
+    total = r['settings']['num_gen_iters']
+    reached = r.get('reached', total)
+    iters = str(total) if reached >= total else f'{reached} of {total} (training)'
+    cells = [r['name'], str(len(r['seeds'])), iters]
     cells += [_cell(s[k]) if k in s else '' for k in keys]
     cells += [', '.join(f'{x:+.2f}' for x in s[k]) if k in s else '' for k in rhos]
     flat = s.get('flat_from')
