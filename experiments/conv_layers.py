@@ -171,12 +171,51 @@ def main(argv):
         print(f'| {model} | {layer} | {name} | {t["forward"]:.2f} | '
               f'{t["forward+kernel_grad"]:.2f} | {t["forward+both_grads"]:.2f} | {100 * share:.0f}% |',
               flush=True)
+  totals = iteration_totals(rows)
+  for model, t in totals.items():
+    print(f'{model}: these layers per generator iteration: ours as built {t["ours"]:.0f} ms, the '
+          f'fastest of ours per layer {t["best_per_layer"]:.0f} ms, torch {t.get("torch", 0):.0f} ms')
   info = runtime.machine()
   print(runtime.machine_text(info))
   if _OUT.value:
     with open(_OUT.value, 'w', encoding='utf-8') as f:
-      json.dump({'machine': info, 'jax_gemm_gflops': gemm / 1e9, 'batch': BATCH, 'rows': rows},
-                f, indent=1)
+      json.dump({'machine': info, 'jax_gemm_gflops': gemm / 1e9, 'batch': BATCH, 'rows': rows,
+                 'iteration_totals_ms': totals}, f, indent=1)
+
+
+def built(kind: str, c_out: int) -> str:
+  """The formulation the package's 'auto' takes on the CPU (``layers``)."""
+  if kind == 'critic':
+    return 'taps'
+  return 'mixed' if c_out <= 4 else 'subpixel'
+
+
+def iteration_totals(rows: list[dict]) -> dict:
+  """Milliseconds of these layers in one generator iteration (5 critic steps on
+  a real and a fake batch: forward and kernel gradient, 10 times; the fakes'
+  generator forward, 5 times; the generator step: forward and both gradients
+  of every layer once), as built, with the fastest formulation per layer,
+  and PyTorch's."""
+  totals: dict = {}
+  by_layer: dict = {}
+  for r in rows:
+    by_layer.setdefault((r['model'], r['layer']), {})[r['formulation']] = r
+  for (model, layer), forms in by_layer.items():
+    kind, c_out = layer.split()[0], int(layer.split('->')[1])
+    if kind == 'critic':
+      cost = {n: 10 * r['forward+kernel_grad_ms'] + r['forward+both_grads_ms']
+              for n, r in forms.items()}
+    else:
+      cost = {n: 5 * r['forward_ms'] + r['forward+both_grads_ms'] for n, r in forms.items()}
+    t = totals.setdefault(model, {'ours': 0.0, 'best_per_layer': 0.0, 'best': {}})
+    t['ours'] += cost[built(kind, c_out)]
+    ours = {n: c for n, c in cost.items() if n != 'torch'}
+    best = min(ours, key=ours.get)
+    t['best_per_layer'] += ours[best]
+    t['best'][layer] = best
+    if 'torch' in cost:
+      t['torch'] = t.get('torch', 0.0) + cost['torch']
+  return totals
 
 
 if __name__ == '__main__':
