@@ -9,11 +9,13 @@ gradient (the critic's weight update) and the forward with both gradients,
 in milliseconds (best of 3 x 20 calls), for each formulation the package has
 (``layers``: XLA's conv, per-tap kernel gradients, sub-pixel and dilated
 transposed convs), two more for the critic (space-to-depth: a 4x4 stride-2
-conv as a 2x2 stride-1 conv over 2x2 blocks; and that conv as Winograd
-F(2x2, 2x2), 0.56x the multiply-adds), and PyTorch's with the same threads. Each
-figure's GFLOP/s is given as a share of jax's dense GEMM rate in the same
-process (2048 x 2048). The DCGAN iteration's speed against the reference
-(``python -m wgan_jax.benchmark``) follows from these layers.
+conv as a 2x2 stride-1 conv over 2x2 blocks; ``layers.conv_stride2_winograd``,
+that conv as Winograd F(2x2, 2x2)), and PyTorch's with the same threads.
+Each figure's GFLOP/s is given as a share of jax's dense GEMM rate in the
+same process (2048 x 2048). The DCGAN iteration's speed against the
+reference (``python -m wgan_jax.benchmark``) follows from these layers;
+``--conv_tuning`` (``wgan_jax.tuning``) makes the per-layer choice while
+training, by a measurement of the same kind.
 """
 
 from __future__ import annotations
@@ -47,33 +49,6 @@ def conv_s2d(x, kernel):
   return jax.lax.conv_general_dilated(blocks, k, (1, 1), 'VALID', dimension_numbers=_DN)
 
 
-def _tile_rows(s, n: int):
-  """Winograd F(2, 2)'s input transform along axis 1: for each 2-row output
-  tile, its 3-row input window d0, d1, d2 as (d0 - d1, d1, d2 - d1)."""
-  r0, r1, r2 = s[:, 0:n:2], s[:, 1:n + 1:2], s[:, 2:n + 2:2]
-  return (r0 - r1, r1, r2 - r1)
-
-
-def conv_winograd(x, kernel):
-  """``conv_s2d`` with its 2x2 conv as Winograd F(2x2, 2x2): 9 products per
-  2x2 output tile instead of 16 (0.56x the multiply-adds), all of them matrix
-  products over the channels, their gradients too."""
-  b, h, w, c = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  hb, wb = (h + 2) // 2, (w + 2) // 2
-  blocks = xp.reshape(b, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hb, wb, 4 * c)
-  k = kernel.reshape(2, 2, 2, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, -1)
-  ho, wo = hb - 1, wb - 1
-  u = jnp.stack([t for r in _tile_rows(blocks, ho)
-                 for t in _tile_rows(r.swapaxes(1, 2), wo)])  # (9, B, wo/2, ho/2, 4c)
-  g = [(k[0], k[0] + k[1], k[1])]
-  g = jnp.stack([x for a in g[0] for x in (a[0], a[0] + a[1], a[1])])  # (9, 4c, out)
-  m = jnp.einsum('tbwhc,tco->tbwho', u, g).reshape(3, 3, b, wo // 2, ho // 2, -1)
-  rows = jnp.stack([m[0] + m[1], m[1] + m[2]])  # output transform, rows
-  y = jnp.stack([rows[:, 0] + rows[:, 1], rows[:, 1] + rows[:, 2]], axis=1)  # and columns
-  return y.transpose(2, 4, 0, 3, 1, 5).reshape(b, ho, wo, -1)
-
-
 def shapes(model: str):
   """(kind, spatial size in, channels in, channels out) of each stride-2 layer."""
   size = {'dcgan32': 32, 'dcgan64': 64}[model]
@@ -99,8 +74,17 @@ def _best(fn, n: int = 20) -> float:
 
 def time_jax(f, x, kernel, g) -> dict:
   fwd = jax.jit(f)
-  dk = jax.jit(lambda x, k, g: jax.vjp(lambda k: f(x, k), k)[1](g))
-  both = jax.jit(lambda x, k, g: jax.vjp(f, x, k)[1](g))
+
+  def with_forward(vjp_of):
+    # The forward's output is returned: else XLA drops it (a linear layer's
+    # gradients do not need it) and the timing would leave it out.
+    def run(x, k, g):
+      y, vjp = vjp_of(x, k)
+      return y, vjp(g)
+    return jax.jit(run)
+
+  dk = with_forward(lambda x, k: jax.vjp(lambda k: f(x, k), k))
+  both = with_forward(lambda x, k: jax.vjp(f, x, k))
   sync = jax.block_until_ready
   return {'forward': _best(lambda: sync(fwd(x, kernel))),
           'forward+kernel_grad': _best(lambda: sync(dk(x, kernel, g))),
@@ -133,7 +117,7 @@ def main(argv):
   rng = np.random.default_rng(0)
   formulations = {
       'critic': {'xla': layers.conv_stride2, 'taps': layers.conv_stride2_taps, 's2d': conv_s2d,
-                 'winograd': conv_winograd},
+                 'winograd': layers.conv_stride2_winograd},
       'generator': {'subpixel': layers.conv_transpose_subpixel,
                     'dilated': layers.conv_transpose_dilated,
                     'mixed': layers.conv_transpose_mixed},
@@ -191,11 +175,12 @@ def built(kind: str, c_out: int) -> str:
 
 
 def iteration_totals(rows: list[dict]) -> dict:
-  """Milliseconds of these layers in one generator iteration (5 critic steps on
-  a real and a fake batch: forward and kernel gradient, 10 times; the fakes'
-  generator forward, 5 times; the generator step: forward and both gradients
-  of every layer once), as built, with the fastest formulation per layer,
-  and PyTorch's."""
+  """Milliseconds of these layers in one generator iteration, as built, with
+  the fastest formulation per layer, and PyTorch's: 5 critic steps on a real
+  and a fake batch (10 critic passes: forward and kernel gradient of the
+  first layer, forward and both gradients of the others, whose input
+  gradients carry the gradient down), the fakes' generator forward (5), and
+  the generator step (forward and both gradients of every layer once)."""
   totals: dict = {}
   by_layer: dict = {}
   for r in rows:
@@ -203,8 +188,9 @@ def iteration_totals(rows: list[dict]) -> dict:
   for (model, layer), forms in by_layer.items():
     kind, c_out = layer.split()[0], int(layer.split('->')[1])
     if kind == 'critic':
-      cost = {n: 10 * r['forward+kernel_grad_ms'] + r['forward+both_grads_ms']
-              for n, r in forms.items()}
+      first = int(layer.split()[2].split('->')[0]) <= 4  # takes the image
+      passes = 'forward+kernel_grad_ms' if first else 'forward+both_grads_ms'
+      cost = {n: 10 * r[passes] + r['forward+both_grads_ms'] for n, r in forms.items()}
     else:
       cost = {n: 5 * r['forward_ms'] + r['forward+both_grads_ms'] for n, r in forms.items()}
     t = totals.setdefault(model, {'ours': 0.0, 'best_per_layer': 0.0, 'best': {}})

@@ -11,6 +11,10 @@ os.environ['XLA_FLAGS'] = ' '.join(
     [os.environ.get('XLA_FLAGS', ''),
      f'--xla_force_host_platform_device_count={NUM_TEST_DEVICES}']).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# The static rule of wgan_jax.layers, not per-machine timings, picks each
+# layer's formulation: the same programs on every run (tests/test_tuning.py
+# turns tuning on where it is tested).
+os.environ['WGAN_JAX_CONV_TUNING'] = '0'
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from wgan_jax import tuning
 from wgan_jax.errors import UserError
 
 # The reference's weights_init: conv weights ~ N(0, 0.02), BN scale ~ N(1, 0.02).
@@ -86,7 +87,6 @@ _DN = ('NHWC', 'HWIO', 'NHWC')
 # Sub-pixel form of ConvTranspose2d(k=4, s=2, p=1): output row 2m + a takes
 # input rows m - 1, m (a = 0: taps 3, 1) or m, m + 1 (a = 1: taps 2, 0).
 _PHASES = {0: ((1, 0), (3, 1)), 1: ((0, 1), (2, 0))}
-CONVT_IMPLS = ('auto', 'subpixel', 'dilated')
 
 
 def conv_transpose_dilated(x, kernel):
@@ -133,6 +133,9 @@ def _mixed_bwd(residuals, g):
 
 
 conv_transpose_mixed.defvjp(_mixed_fwd, _mixed_bwd)
+CONVT_FORMS = {'subpixel': conv_transpose_subpixel, 'dilated': conv_transpose_dilated,
+               'mixed': conv_transpose_mixed}
+CONVT_IMPLS = ('auto', *CONVT_FORMS)
 
 
 def conv_stride2(x, kernel):
@@ -179,7 +182,42 @@ def _taps_bwd(residuals, g):
 
 
 conv_stride2_taps.defvjp(_taps_fwd, _taps_bwd)
-CONV_IMPLS = ('auto', 'taps', 'xla')
+
+
+def _tile_rows(s, n: int):
+  """Winograd F(2, 2)'s input transform along axis 1: for each 2-row output
+  tile, its 3-row input window d0, d1, d2 as (d0 - d1, d1, d2 - d1)."""
+  r0, r1, r2 = s[:, 0:n:2], s[:, 1:n + 1:2], s[:, 2:n + 2:2]
+  return (r0 - r1, r1, r2 - r1)
+
+
+def conv_stride2_winograd(x, kernel):
+  """``conv_stride2`` as a 2x2 stride-1 conv over 2x2 blocks of the padded
+  input (4x the channels), computed as Winograd F(2x2, 2x2): 9 matrix
+  products over the channels per 2x2 output tile instead of 16 (0.56x the
+  multiply-adds; transforms of +-1 only). Output sizes must be even."""
+  b, h, w, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  hb, wb = (h + 2) // 2, (w + 2) // 2
+  blocks = xp.reshape(b, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hb, wb, 4 * c)
+  k = kernel.reshape(2, 2, 2, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, -1)
+  ho, wo = hb - 1, wb - 1
+  u = jnp.stack([t for r in _tile_rows(blocks, ho)
+                 for t in _tile_rows(r.swapaxes(1, 2), wo)])  # (9, B, wo/2, ho/2, 4c)
+  g = jnp.stack([t for a in (k[0], k[0] + k[1], k[1]) for t in (a[0], a[0] + a[1], a[1])])
+  m = jnp.einsum('tbwhc,tco->tbwho', u, g).reshape(3, 3, b, wo // 2, ho // 2, -1)
+  rows = jnp.stack([m[0] + m[1], m[1] + m[2]])  # the output transform, rows
+  y = jnp.stack([rows[:, 0] + rows[:, 1], rows[:, 1] + rows[:, 2]], axis=1)  # and columns
+  return y.transpose(2, 4, 0, 3, 1, 5).reshape(b, ho, wo, -1)
+
+
+def winograd_fits(x_shape) -> bool:
+  """Whether ``conv_stride2_winograd`` takes inputs of this (B, H, W, C) shape."""
+  return x_shape[1] % 4 == 0 and x_shape[2] % 4 == 0
+
+
+CONV_FORMS = {'xla': conv_stride2, 'taps': conv_stride2_taps, 'winograd': conv_stride2_winograd}
+CONV_IMPLS = ('auto', *CONV_FORMS)
 
 
 def _kernel4x4(module: nn.Module, x, features: int):
@@ -193,24 +231,32 @@ class Conv4x4Stride2(nn.Module):
   """PyTorch's Conv2d(k=4, s=2, p=1, bias=False); parameters as ``nn.Conv``'s.
 
   ``impl``: 'xla' (XLA's conv and its gradients), 'taps'
-  (``conv_stride2_taps``: the same numbers up to float rounding, a faster
-  kernel gradient on the CPU), 'auto' (taps on the CPU, xla elsewhere).
+  (``conv_stride2_taps``: a faster kernel gradient on the CPU), 'winograd'
+  (``conv_stride2_winograd``), all the same numbers up to float rounding;
+  'auto': on the CPU the fastest for this layer's shapes (``tuning``; taps
+  when tuning is off), xla elsewhere.
   """
   features: int
   impl: str = 'auto'
   dtype: Any = jnp.float32
+  tune: bool = True  # False: the static rule for 'auto'
 
   @nn.compact
   def __call__(self, x):
     kernel, x = _kernel4x4(self, x, self.features)
     impl = self.impl
     if impl == 'auto':
-      impl = 'taps' if jax.default_backend() == 'cpu' else 'xla'
-    if impl == 'taps':
-      return conv_stride2_taps(x, kernel)
-    if impl == 'xla':
-      return conv_stride2(x, kernel)
-    raise UserError(f'--conv_impl={self.impl!r}: choose one of {", ".join(CONV_IMPLS)}.')
+      impl = 'xla'
+      if jax.default_backend() == 'cpu':
+        candidates = ('taps', 'xla') + (('winograd',) if winograd_fits(x.shape) else ())
+        impl = tuning.choose('conv', x.shape, kernel.shape, x.dtype, candidates, 'taps',
+                             self.tune)
+    if impl == 'winograd' and not winograd_fits(x.shape):
+      raise UserError(f'--conv_impl=winograd takes images whose side is a multiple of 8; '
+                      f'a critic layer here gets {x.shape[1]}x{x.shape[2]}.')
+    if impl not in CONV_FORMS:
+      raise UserError(f'--conv_impl={self.impl!r}: choose one of {", ".join(CONV_IMPLS)}.')
+    return CONV_FORMS[impl](x, kernel)
 
 
 class ConvTranspose(nn.Module):
@@ -220,14 +266,17 @@ class ConvTranspose(nn.Module):
   computed as a matrix product; ``stride=2`` doubles the size (padding 1).
   The kernel is (4, 4, in, out) in PyTorch's tap order, so a PyTorch weight
   maps to it by a transpose alone. ``impl`` picks the formulation of the
-  stride-2 layer; ``auto`` takes the sub-pixel one except for outputs of a
-  few channels, where the dilated conv's forward is faster
-  (``conv_transpose_mixed``: it, with the sub-pixel gradients).
+  stride-2 layer (``CONVT_FORMS``); ``auto``: on the CPU the faster of
+  sub-pixel and mixed for this layer's shapes (``tuning``), elsewhere (and
+  with tuning off) the sub-pixel one except for outputs of a few channels,
+  where the dilated conv's forward is faster (``conv_transpose_mixed``: it,
+  with the sub-pixel gradients).
   """
   features: int
   stride: int
   impl: str = 'auto'
   dtype: Any = jnp.float32
+  tune: bool = True  # False: the static rule for 'auto'
 
   @nn.compact
   def __call__(self, x):
@@ -236,13 +285,12 @@ class ConvTranspose(nn.Module):
       if x.shape[1:3] != (1, 1):
         raise ValueError(f'the first ConvTranspose takes 1x1 inputs, got {x.shape}')
       return jnp.einsum('bi,hwio->bhwo', x[:, 0, 0], kernel)
-    if self.impl == 'auto':
-      if self.features <= 4:
-        return conv_transpose_mixed(x, kernel)
-      return conv_transpose_subpixel(x, kernel)
     impl = self.impl
-    if impl == 'subpixel':
-      return conv_transpose_subpixel(x, kernel)
-    if impl == 'dilated':
-      return conv_transpose_dilated(x, kernel)
-    raise UserError(f'--convt_impl={self.impl!r}: choose one of {", ".join(CONVT_IMPLS)}.')
+    if impl == 'auto':
+      impl = 'mixed' if self.features <= 4 else 'subpixel'
+      if jax.default_backend() == 'cpu':
+        impl = tuning.choose('convt', x.shape, kernel.shape, x.dtype, ('subpixel', 'mixed'), impl,
+                             self.tune)
+    if impl not in CONVT_FORMS:
+      raise UserError(f'--convt_impl={self.impl!r}: choose one of {", ".join(CONVT_IMPLS)}.')
+    return CONVT_FORMS[impl](x, kernel)

@@ -52,6 +52,7 @@ class DCGANGenerator(nn.Module):
   use_bn: bool = True
   axis_name: str | None = None
   convt_impl: str = 'auto'
+  conv_tuning: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -65,7 +66,7 @@ class DCGANGenerator(nn.Module):
                     name=f'{name}_conv')(x)
       else:
         x = ConvTranspose(features, 1 if kind == 'first' else 2,
-                          impl=self.convt_impl, dtype=self.dtype,
+                          impl=self.convt_impl, tune=self.conv_tuning, dtype=self.dtype,
                           name=f'{name}_convt')(x)
       if self.use_bn:
         x = BatchNorm(axis_name=self.axis_name, name=f'{name}_bn')(
@@ -81,8 +82,8 @@ class DCGANGenerator(nn.Module):
       size, i = size * 2, i + 1
     for t in range(self.n_extra_layers):
       x = block(x, cngf, f'extra_{t}', 'conv')
-    x = ConvTranspose(self.channels, 2, impl=self.convt_impl, dtype=self.dtype,
-                      name='final_convt')(x)
+    x = ConvTranspose(self.channels, 2, impl=self.convt_impl, tune=self.conv_tuning,
+                      dtype=self.dtype, name='final_convt')(x)
     return jnp.tanh(x).astype(jnp.float32)
 
 
@@ -94,6 +95,7 @@ class DCGANCritic(nn.Module):
   use_bn: bool = True
   axis_name: str | None = None
   conv_impl: str = 'auto'
+  conv_tuning: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -104,7 +106,8 @@ class DCGANCritic(nn.Module):
 
     def block(x, features, name, kernel, stride, pad, bn):
       if (kernel, stride, pad) == (4, 2, 1):
-        x = Conv4x4Stride2(features, self.conv_impl, self.dtype, name=f'{name}_conv')(x)
+        x = Conv4x4Stride2(features, self.conv_impl, self.dtype, tune=self.conv_tuning,
+                           name=f'{name}_conv')(x)
       else:
         x = nn.Conv(features, (kernel, kernel), (stride, stride),
                     ((pad, pad), (pad, pad)), use_bias=False,
@@ -190,7 +193,8 @@ def make_generator(config, data_shape: Sequence[int],
     return DCGANGenerator(image_size=data_shape[0], channels=data_shape[-1],
                           ngf=config.ngf, n_extra_layers=config.n_extra_layers,
                           use_bn=not config.no_bn, axis_name=axis_name,
-                          convt_impl=config.convt_impl, dtype=dtype)
+                          convt_impl=config.convt_impl,
+                          conv_tuning=config.get('conv_tuning', True), dtype=dtype)
   raise configs.choice_error('generator', config.generator)
 
 
@@ -205,7 +209,8 @@ def make_critic(config, data_shape: Sequence[int],
     return DCGANCritic(image_size=data_shape[0], ndf=config.ndf,
                        n_extra_layers=config.n_extra_layers,
                        use_bn=config.critic_bn, axis_name=axis_name,
-                       conv_impl=config.get('conv_impl', 'auto'), dtype=dtype)
+                       conv_impl=config.get('conv_impl', 'auto'),
+                       conv_tuning=config.get('conv_tuning', True), dtype=dtype)
   raise configs.choice_error('critic', config.critic)
 
 

@@ -252,7 +252,7 @@ SHAPE_OPTIONS = ('dataset', 'image_size', 'channels', 'generator', 'critic', 'nz
 # same numbers: they may change on resume without a word. Changes to the rest
 # (learning rates, schedule, seed, ...) are allowed and logged as a warning.
 FREE_OPTIONS = ('num_gen_iters', 'sample_every', 'log_every', 'progress_bar',
-                'num_devices', 'convt_impl', 'iteration_mode', 'seeds_mode', 'data_dir',
+                'num_devices', 'convt_impl', 'conv_tuning', 'iteration_mode', 'seeds_mode', 'data_dir',
                 'checkpoint_every', 'keep_checkpoints')
 
 

@@ -78,8 +78,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Execution ---
   c.num_devices = 0  # local devices to use; 0 = all
-  c.convt_impl = 'auto'  # auto | subpixel | dilated: same numbers, different speed
-  c.conv_impl = 'auto'  # auto | taps | xla: the critic's strided convs' kernel gradient
+  # How the strided convs are computed: the same numbers, different speed. auto:
+  # on CPU the fastest per layer, timed once per shape (WGAN_JAX_CONV_TUNING=0: off).
+  c.convt_impl = 'auto'  # auto | subpixel | dilated | mixed (the generator's)
+  c.conv_impl = 'auto'  # auto | taps | xla | winograd (the critic's)
+  c.conv_tuning = True  # auto on CPU: time each layer's formulations once (else a fixed rule)
   c.iteration_mode = 'auto'  # auto | scan | unroll | steps: how a generator iteration is compiled
   c.seeds_mode = 'auto'  # auto | vmap | map | unroll | hybrid: how num_seeds > 1 seeds share a step
   # float32 | bfloat16: the nets' arithmetic (bfloat16 pays on GPUs and TPUs,
