@@ -48,7 +48,7 @@ _EXPERIMENT = flags.DEFINE_enum(
     'experiment', None,
     ['loss_meaning', 'mode_collapse', 'architectures', 'optimizers', 'precision'],
     'Which experiment to run.', required=True)
-_OUT = flags.DEFINE_string('out', 'experiments/results', 'Where the figures and JSON go.')
+_OUT = flags.DEFINE_string('out', 'experiments/results/convergence', 'Where the figures and JSON go.')
 _WORKDIRS = flags.DEFINE_string('workdirs', '/tmp/wgan_jax_claims', "Where the runs' workdirs go.")
 _SEEDS = flags.DEFINE_integer('num_seeds', 0, "Seeds per run (0: the experiment's own).")
 _ITERS = flags.DEFINE_integer('num_gen_iters', 0, "Generator iterations (0: the run's budget).")

@@ -4,7 +4,7 @@
 #
 #   bash experiments/claims_all.sh [OUT_DIR] [JOBS] [EXPERIMENTS]
 #
-# e.g. `bash experiments/claims_all.sh experiments/results 6` on a GPU (small
+# e.g. `bash experiments/claims_all.sh experiments/results/convergence 6` on a GPU (small
 # nets leave it mostly idle, so several runs share it), or
 # `bash experiments/claims_all.sh /tmp/claims 1 mode_collapse`. Each run's log
 # goes to WORKDIRS/<experiment>/<run>.log (WORKDIRS: $WORKDIRS, default
@@ -15,7 +15,7 @@
 # CLAIMS_FLAGS='--num_gen_iters=20 --checkpoints=2 --num_seeds=1').
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-experiments/results}
+out=${1:-experiments/results/convergence}
 jobs=${2:-2}
 experiments=${3:-mode_collapse loss_meaning architectures optimizers}
 workdirs=${WORKDIRS:-/tmp/wgan_jax_claims}
