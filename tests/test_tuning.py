@@ -111,3 +111,11 @@ def test_conv_tuning_false_takes_the_static_rule(tuning_on, monkeypatch, tiny_co
   models.make_critic(config, shape).init(jax.random.key(0), jnp.ones((2, *shape)))
   models.make_generator(config, shape).init(jax.random.key(0), jnp.ones((2, config.nz)))
   assert not tuning_on.exists()
+
+
+def test_initialising_the_state_times_nothing(tuning_on, monkeypatch, tiny_config):
+  from wgan_jax import state  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(tuning, 'measure', lambda *a: pytest.fail('measured a dummy batch'))
+  config = tiny_config('stacked_digits', image_size=16, ngf=8, ndf=8)
+  state.create_state(config, (16, 16, 3), jax.random.key(0))
+  assert not tuning_on.exists() and tuning.enabled()

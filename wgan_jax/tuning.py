@@ -17,6 +17,7 @@ the same program.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -36,12 +37,25 @@ from wgan_jax import files, runtime
 FORWARDS_ALONE = {'conv': 0, 'convt': 5}
 _memory: dict[str, str] = {}
 _lock = threading.Lock()
+_state = threading.local()
 
 
 def enabled() -> bool:
-  """Whether ``choose`` may measure: not switched off by the environment,
-  and one process (several must all compile the same program)."""
-  return os.environ.get('WGAN_JAX_CONV_TUNING', '1') != '0' and jax.process_count() == 1
+  """Whether ``choose`` may measure: not switched off by the environment or
+  ``suspended``, and one process (several must all compile the same program)."""
+  return (os.environ.get('WGAN_JAX_CONV_TUNING', '1') != '0'
+          and not getattr(_state, 'suspended', False) and jax.process_count() == 1)
+
+
+@contextlib.contextmanager
+def suspended():
+  """The static rule while tracing inside: for traces whose shapes training
+  never runs (initialising the parameters on a dummy batch)."""
+  before, _state.suspended = getattr(_state, 'suspended', False), True
+  try:
+    yield
+  finally:
+    _state.suspended = before
 
 
 def cache_path() -> str:
