@@ -41,11 +41,7 @@ _DN = ('NHWC', 'HWIO', 'NHWC')
 def conv_s2d(x, kernel):
   """Conv2d(k=4, s=2, p=1) as a 2x2 stride-1 conv over 2x2 blocks of the
   padded input (4x the channels): the same products, no stride."""
-  b, h, w, c = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  hb, wb = (h + 2) // 2, (w + 2) // 2
-  blocks = xp.reshape(b, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hb, wb, 4 * c)
-  k = kernel.reshape(2, 2, 2, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, -1)
+  blocks, k = layers.space_to_depth(x, kernel)
   return jax.lax.conv_general_dilated(blocks, k, (1, 1), 'VALID', dimension_numbers=_DN)
 
 

@@ -184,6 +184,17 @@ def _taps_bwd(residuals, g):
 conv_stride2_taps.defvjp(_taps_fwd, _taps_bwd)
 
 
+def space_to_depth(x, kernel):
+  """A 4x4 stride-2 conv (padding 1) as a 2x2 stride-1 VALID one: the padded
+  input in 2x2 blocks (4x the channels) and the kernel to match."""
+  b, h, w, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  hb, wb = (h + 2) // 2, (w + 2) // 2
+  blocks = xp.reshape(b, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hb, wb, 4 * c)
+  k = kernel.reshape(2, 2, 2, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, -1)
+  return blocks, k
+
+
 def _tile_rows(s, n: int):
   """Winograd F(2, 2)'s input transform along axis 1: for each 2-row output
   tile, its 3-row input window d0, d1, d2 as (d0 - d1, d1, d2 - d1)."""
@@ -196,12 +207,8 @@ def conv_stride2_winograd(x, kernel):
   input (4x the channels), computed as Winograd F(2x2, 2x2): 9 matrix
   products over the channels per 2x2 output tile instead of 16 (0.56x the
   multiply-adds; transforms of +-1 only). Output sizes must be even."""
-  b, h, w, c = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  hb, wb = (h + 2) // 2, (w + 2) // 2
-  blocks = xp.reshape(b, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hb, wb, 4 * c)
-  k = kernel.reshape(2, 2, 2, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, -1)
-  ho, wo = hb - 1, wb - 1
+  blocks, k = space_to_depth(x, kernel)
+  b, ho, wo = blocks.shape[0], blocks.shape[1] - 1, blocks.shape[2] - 1
   u = jnp.stack([t for r in _tile_rows(blocks, ho)
                  for t in _tile_rows(r.swapaxes(1, 2), wo)])  # (9, B, wo/2, ho/2, 4c)
   g = jnp.stack([t for a in (k[0], k[0] + k[1], k[1]) for t in (a[0], a[0] + a[1], a[1])])
