@@ -23,12 +23,16 @@ run already measured with the same settings is not trained again.
 The stopping rule: a run has flattened once the median-filtered training
 signal (the Wasserstein estimate; the discriminator's loss for the GAN;
 window 5% of the run) stays, from then to the end, within ``FLAT_TOLERANCE``
-(10%) of its final value; the rule is met when that happened before the last
-quarter of the run began. (Relative to the final value, not to the run's
-range: the warm-up's 100 critic steps per iteration make the first estimates
-several times larger than the rest, which would make any later drift look
-flat.) Budgets (``BUDGETS``) come from pilot runs (experiments/RESULTS.md);
-every run records whether it met the rule, and where.
+(10%) of the signal's size around its final value; the rule is met when that
+happened before the last quarter of the run began. The size is the larger of
+the final value and the value at a tenth of the run: not the run's range,
+since the warm-up's 100 critic steps per iteration make the first estimates
+several times larger than the rest and any later drift would look flat; not
+the final value alone, since a WGAN's estimate falls towards zero as its
+samples approach the data, and 10% of almost nothing is never met. Budgets
+(``BUDGETS``) come from pilot runs (experiments/RESULTS.md); every run records
+whether it met the rule, and where (``--summarize_only`` applies the rule
+again to runs measured before it changed).
 """
 
 from __future__ import annotations
@@ -233,13 +237,14 @@ def curve(records: list[dict]) -> dict:
 
 def flattened_at(gen_iter, median, tolerance: float = FLAT_TOLERANCE) -> int | None:
   """The generator iteration from which the median-filtered signal stays
-  within ``tolerance`` (relative) of its final value; None when that is not
+  within ``tolerance`` of the signal's size (its final value or, if larger,
+  its value at a tenth of the run) of its final value; None when that is not
   before the last quarter of the run (the rule is not met)."""
   median = np.asarray(median, np.float64)
   n = len(median)
   if n < 8:
     return None
-  band = tolerance * max(abs(median[-1]), 1e-12)
+  band = tolerance * max(abs(median[-1]), abs(median[n // 10]), 1e-12)
   outside = np.nonzero(np.abs(median - median[-1]) > band)[0]
   first = 0 if len(outside) == 0 else outside[-1] + 1
   return int(gen_iter[first]) if first <= n - n // 4 else None
@@ -267,6 +272,14 @@ def summary(seeds: list[dict]) -> dict:
         rhos.append(float(stats.spearmanr(xs, ys).statistic))
       out[f'spearman_{m}'] = rhos
   return out
+
+
+def ruled(result: dict) -> dict:
+  """A measured run with the stopping rule (and its summary) applied again."""
+  for s in result['seeds']:
+    s['training']['flat_from'] = flattened_at(s['training']['gen_iter'], s['training']['median'])
+  result['summary'] = summary(result['seeds'])
+  return result
 
 
 def at(curve_: dict, gen_iter: int) -> float:
@@ -397,7 +410,7 @@ def main(argv):
     if _SUMMARIZE_ONLY.value:
       if os.path.exists(path):
         with open(path, encoding='utf-8') as f:
-          runs.append(json.load(f))
+          runs.append(ruled(json.load(f)))
       elif os.path.exists(os.path.join(workdir, CLOCK_FILE)):
         logging.info('%s: still training; its checkpoints so far are measured.', name)
         runs.append(measure(name, dataset, run_config(dataset, overrides), workdir))

@@ -12,7 +12,9 @@
 # again with the same WORKDIRS to go on: stopped runs resume from their last
 # checkpoint and finished ones are kept.
 # CLAIMS_FLAGS adds flags to every claims.py command (a quick check:
-# CLAIMS_FLAGS='--num_gen_iters=20 --checkpoints=2 --num_seeds=1').
+# CLAIMS_FLAGS='--num_gen_iters=20 --checkpoints=2 --num_seeds=1'); ONLY
+# names the runs to train, in the order given (e.g. ONLY='gaussians8-gan
+# gaussians8-wgan' trains the cheaper run first).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-experiments/results/convergence}
@@ -26,7 +28,10 @@ if [ "$jobs" -gt 1 ]; then
 fi
 for experiment in $experiments; do
   mkdir -p "$workdirs/$experiment"
-  runs=$("$python" -c "import sys; sys.argv = ['x']; from experiments import claims; print(' '.join(claims.RUNS['$experiment']))")
+  runs=$("$python" -c "import sys; sys.argv = ['x']; from experiments import claims
+names = claims.RUNS['$experiment']
+only = '${ONLY:-}'.split()
+print(' '.join([n for n in only if n in names] if only else names))")
   for run in $runs; do
     while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
     echo "$(date +%T) $experiment/$run"
