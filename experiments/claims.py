@@ -79,7 +79,7 @@ RUNS = {
         for data in ('gaussians8', 'gaussians25', 'stacked_mnist5k') for loss in LOSSES
     },
     'loss_meaning': {
-        f'{data}-{loss}': (data, dict(loss=loss, num_seeds=2))
+        f'{data}-{loss}': (data, dict(loss=loss, num_seeds=2 if data == 'mnist5k' else 5))
         for data in ('mnist5k', 'gaussians8') for loss in ('wgan', 'gan')
     },
     'architectures': {
@@ -99,6 +99,16 @@ RUNS = {
         for dtype in ('float32', 'bfloat16')
     },
 }
+# Runs that are another experiment's run with the same settings: trained once,
+# in the other's workdir, and read by both (the ring's 5 seeds of mode collapse
+# also serve the loss's meaning; RMSProp in the optimisers and float32 in the
+# precision experiment are the loss experiment's MNIST WGAN).
+SAME_AS = {
+    ('loss_meaning', 'gaussians8-wgan'): ('mode_collapse', 'gaussians8-wgan'),
+    ('loss_meaning', 'gaussians8-gan'): ('mode_collapse', 'gaussians8-gan'),
+    ('optimizers', 'mnist5k-rmsprop'): ('loss_meaning', 'mnist5k-wgan'),
+    ('precision', 'mnist5k-float32'): ('loss_meaning', 'mnist5k-wgan'),
+}
 RUN_FILE = 'claims_run.json'
 # Generator iteration -> seconds of training to reach it, over every session
 # of a run (a run stopped by SIGTERM, a crash or the end of a session resumes
@@ -108,25 +118,37 @@ CLOCK_FILE = 'claims_clock.json'
 MEASURES = ('modes', 'high_quality', 'w1', 'mode_kl', 'fd', 'kid', 'class_kl')
 
 
-def run_config(dataset: str, overrides: dict):
-  """The dataset's preset, the loss's defaults, then the run's settings."""
+def run_config(dataset: str, overrides: dict, num_gen_iters: int = 0, num_seeds: int = 0,
+               sets: tuple[str, ...] = (), checkpoints: int = 20):
+  """The dataset's preset, the loss's defaults, then the run's settings (then
+  the command line's: ``num_gen_iters``, ``num_seeds``, ``sets`` when given)."""
   config = configs.get_config(dataset, overrides.get('loss', 'wgan'))
   overrides = dict(overrides)
   overrides.setdefault('num_gen_iters', BUDGETS[dataset])
-  if _ITERS.value:
-    overrides['num_gen_iters'] = _ITERS.value
-  if _SEEDS.value:
-    overrides['num_seeds'] = _SEEDS.value
+  if num_gen_iters:
+    overrides['num_gen_iters'] = num_gen_iters
+  if num_seeds:
+    overrides['num_seeds'] = num_seeds
   for field, value in overrides.items():
     config[field] = value
-  for item in _SET.value:
+  for item in sets:
     field, value = item.split('=', 1)
     config[field] = type(config[field])(value) if not isinstance(config[field], bool) else (
         value.lower() in ('1', 'true', 'yes'))
-  every = max(1, config.num_gen_iters // _CHECKPOINTS.value)
-  config.update(progress_bar=False, keep_checkpoints=_CHECKPOINTS.value + 2,
+  every = max(1, config.num_gen_iters // checkpoints)
+  config.update(progress_bar=False, keep_checkpoints=checkpoints + 2,
                 checkpoint_every=every, sample_every=every)
   return config
+
+
+def _run_config(dataset: str, overrides: dict):
+  return run_config(dataset, overrides, _ITERS.value, _SEEDS.value, tuple(_SET.value),
+                    _CHECKPOINTS.value)
+
+
+def source(experiment: str, name: str) -> tuple[str, str]:
+  """The experiment and run whose workdir holds this run (itself, or SAME_AS's)."""
+  return SAME_AS.get((experiment, name), (experiment, name))
 
 
 def seed_dirs(workdir: str, config) -> list[str]:
@@ -135,9 +157,8 @@ def seed_dirs(workdir: str, config) -> list[str]:
   return [workdir]
 
 
-def train_and_measure(name: str, dataset: str, overrides: dict, workdir: str) -> dict:
+def train_and_measure(name: str, dataset: str, config, workdir: str) -> dict:
   """Trains one run (every seed), measures every checkpoint, writes RUN_FILE."""
-  config = run_config(dataset, overrides)
   clock, sessions = read_clock(workdir)
   t0 = time.perf_counter()
 
@@ -399,30 +420,35 @@ def main(argv):
   del argv
   experiment = _EXPERIMENT.value
   os.makedirs(_OUT.value, exist_ok=True)
-  root = os.path.join(_WORKDIRS.value, experiment)
   t0 = time.perf_counter()
   runs = []
-  for name, (dataset, overrides) in RUNS[experiment].items():
+  for name in RUNS[experiment]:
     if _ONLY.value and name not in _ONLY.value:
       continue
-    workdir = os.path.join(root, name)
+    from_experiment, from_name = source(experiment, name)
+    dataset, overrides = RUNS[from_experiment][from_name]
+    workdir = os.path.join(_WORKDIRS.value, from_experiment, from_name)
     path = os.path.join(workdir, RUN_FILE)
     if _SUMMARIZE_ONLY.value:
       if os.path.exists(path):
         with open(path, encoding='utf-8') as f:
-          runs.append(ruled(json.load(f)))
+          result = ruled(json.load(f))
       elif os.path.exists(os.path.join(workdir, CLOCK_FILE)):
         logging.info('%s: still training; its checkpoints so far are measured.', name)
-        runs.append(measure(name, dataset, run_config(dataset, overrides), workdir))
+        result = measure(name, dataset, _run_config(dataset, overrides), workdir)
       else:
         logging.warning('%s: no %s (not run); left out.', name, path)
+        continue
     else:
-      done = measured(workdir, run_config(dataset, overrides))
-      if done is not None:
+      config = _run_config(dataset, overrides)
+      result = measured(workdir, config)
+      if result is not None:
         logging.info('%s: already trained and measured in %s.', name, path)
-      runs.append(done or train_and_measure(name, dataset, overrides, workdir))
+      else:
+        result = train_and_measure(name, dataset, config, workdir)
+    runs.append({**result, 'name': name})
   if not runs:
-    raise app.UsageError(f'no run of {experiment} to summarise in {root}.')
+    raise app.UsageError(f'no run of {experiment} to summarise in {_WORKDIRS.value}.')
   result = {'experiment': experiment, 'runs': runs, 'machine': runs[0]['machine'],
             'wall_seconds': None if _SUMMARIZE_ONLY.value else time.perf_counter() - t0}
   result['figures'] = [figure(result), figure(result, 'seconds'), samples_figure(result)]

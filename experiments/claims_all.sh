@@ -26,25 +26,30 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ "$jobs" -gt 1 ]; then
   export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-$(python3 -c "print(round(0.9 / $jobs, 3))")}
 fi
-for experiment in $experiments; do
+# One line "experiment run" per run to train: a run that is another's
+# (claims.SAME_AS) is trained once, under the first experiment that names it.
+plan=$("$python" -c "import sys; sys.argv = ['x']; from experiments import claims
+only, seen = '${ONLY:-}'.split(), set()
+for experiment in '$experiments'.split():
+  names = claims.RUNS[experiment]
+  for name in [n for n in only if n in names] if only else names:
+    if claims.source(experiment, name) not in seen:
+      seen.add(claims.source(experiment, name))
+      print(experiment, name)")
+while read -r experiment run; do
+  [ -n "$run" ] || continue
   mkdir -p "$workdirs/$experiment"
-  runs=$("$python" -c "import sys; sys.argv = ['x']; from experiments import claims
-names = claims.RUNS['$experiment']
-only = '${ONLY:-}'.split()
-print(' '.join([n for n in only if n in names] if only else names))")
-  for run in $runs; do
-    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
-    echo "$(date +%T) $experiment/$run"
-    ( start=$(date +%s)
-      if "$python" experiments/claims.py --experiment="$experiment" --only="$run" \
-          --workdirs="$workdirs" --out="$workdirs/$experiment/out_$run" ${CLAIMS_FLAGS:-} \
-          > "$workdirs/$experiment/$run.log" 2>&1; then
-        echo "$(date +%T) $experiment/$run done in $(( $(date +%s) - start )) s"
-      else
-        echo "$(date +%T) $experiment/$run FAILED (see $workdirs/$experiment/$run.log)"
-      fi ) &
-  done
-done
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+  echo "$(date +%T) $experiment/$run"
+  ( start=$(date +%s)
+    if "$python" experiments/claims.py --experiment="$experiment" --only="$run" \
+        --workdirs="$workdirs" --out="$workdirs/$experiment/out_$run" ${CLAIMS_FLAGS:-} \
+        > "$workdirs/$experiment/$run.log" 2>&1; then
+      echo "$(date +%T) $experiment/$run done in $(( $(date +%s) - start )) s"
+    else
+      echo "$(date +%T) $experiment/$run FAILED (see $workdirs/$experiment/$run.log)"
+    fi ) &
+done <<< "$plan"
 wait
 for experiment in $experiments; do
   "$python" experiments/claims.py --experiment="$experiment" --summarize_only \

@@ -50,3 +50,13 @@ def test_summarize_applies_the_rule_again_to_a_stored_run():
   assert ruled['seeds'][0]['training']['flat_from'] is None
   assert ruled['summary']['flat_from'] == [None]
   assert ruled['summary']['w1']['mean'] == 0.1
+
+
+def test_a_shared_run_has_the_settings_of_the_run_it_reads():
+  for (experiment, name), (from_experiment, from_name) in claims.SAME_AS.items():
+    assert name in claims.RUNS[experiment] and from_name in claims.RUNS[from_experiment]
+    assert claims.source(experiment, name) == (from_experiment, from_name)
+    mine, theirs = (claims.run_config(*claims.RUNS[e][n]) for e, n in
+                    ((experiment, name), (from_experiment, from_name)))
+    assert claims.settings(mine) == claims.settings(theirs), (experiment, name)
+  assert claims.source('mode_collapse', 'gaussians8-gan') == ('mode_collapse', 'gaussians8-gan')
