@@ -3,7 +3,7 @@ r"""Float32 matrix-product rates at the shapes the models use: jax, PyTorch, Num
   python experiments/gemm_rates.py [--shapes=256x512x512,2048x2048x2048] [--out=FILE.json]
 
 Each shape MxKxN is an (M, K) by (K, N) product; the rate is the best of
-repeats for about a second (``benchmark.flops.dense_gemm_rate``'s method).
+repeats for about a second (``benchmark.flops.best_seconds``).
 The gaussians8 preset's critic and generator run 256x512x512 products; the
 benchmark's "share of GEMM" divides by the 2048 one. Says whether a model
 that runs below the 2048 rate could run faster at all at its own shapes.
@@ -12,27 +12,20 @@ that runs below the 2048 rate could run faster at all at its own shapes.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 from absl import app, flags
 
 from wgan_jax import runtime
+from wgan_jax.benchmark import flops
 
 _SHAPES = flags.DEFINE_list('shapes', ['256x512x512', '512x512x512', '1280x512x512',
                                        '2048x2048x2048'], 'MxKxN products to time.')
 _OUT = flags.DEFINE_string('out', None, 'Also write the rates here (JSON).')
 
 
-def best_rate(matmul, m: int, k: int, n: int, seconds: float = 1.0) -> float:
-  matmul()
-  best = float('inf')
-  deadline = time.perf_counter() + seconds
-  while best == float('inf') or time.perf_counter() < deadline:
-    start = time.perf_counter()
-    matmul()
-    best = min(best, time.perf_counter() - start)
-  return 2.0 * m * k * n / best
+def best_rate(matmul, m: int, k: int, n: int) -> float:
+  return 2.0 * m * k * n / flops.best_seconds(matmul, lambda result: result)
 
 
 def main(argv):

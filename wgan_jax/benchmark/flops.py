@@ -100,17 +100,23 @@ def iteration_flops(config, data_shape: Sequence[int], batch_size: int | None = 
           'generator_iteration': n_critic * critic_flops + gen_flops}
 
 
-def dense_gemm_rate(matmul, sync, n: int, seconds: float = 1.0) -> float:
-  """FLOP/s of ``matmul()``, an n x n by n x n product (``sync`` waits for its
-  result): the best of repeats for about ``seconds``, after one to warm up."""
-  sync(matmul())
+def best_seconds(run, sync, seconds: float = 1.0) -> float:
+  """The fastest of repeated ``run()`` calls (``sync`` waits for the result)
+  for about ``seconds``, after one to warm up."""
+  sync(run())
   best = float('inf')
   deadline = time.perf_counter() + seconds
   while best == float('inf') or time.perf_counter() < deadline:
     start = time.perf_counter()
-    sync(matmul())
+    sync(run())
     best = min(best, time.perf_counter() - start)
-  return 2.0 * n ** 3 / best
+  return best
+
+
+def dense_gemm_rate(matmul, sync, n: int, seconds: float = 1.0) -> float:
+  """FLOP/s of ``matmul()``, an n x n by n x n product (``sync`` waits for its
+  result), at its best over about ``seconds``."""
+  return 2.0 * n ** 3 / best_seconds(matmul, sync, seconds)
 
 
 def jax_gemm_rate(n: int = 2048, seconds: float = 1.0) -> float:
