@@ -55,6 +55,40 @@ def table(result: dict) -> str:
   return '\n'.join(lines) + '\n' + note + f'\n\n{runtime.machine_text(result["machine"])}{took}.\n'
 
 
+# Fractions of a run's budget at which `curves` reads each measure.
+FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
+
+
+def curves(result: dict) -> str:
+  """Each measure over iterations: per run, the mean over seeds at the
+  checkpoints nearest FRACTIONS of its budget, with the training seconds to
+  reach them; where each method stands when another has flattened."""
+  runs = result['runs']
+  keys = [k for k in MEASURES if any(k in r['summary'] for r in runs)]
+  out = []
+  for k in keys:
+    lines = [f'{MEASURES[k]} over generator iterations (mean over seeds; training seconds):', '',
+             '| run | ' + ' | '.join(f'{f:.0%} of the run' for f in FRACTIONS) + ' |',
+             '|' + ' --- |' * (len(FRACTIONS) + 1)]
+    for r in runs:
+      if k not in r['summary']:
+        continue
+      evaluations = [s['evaluation'] for s in r['seeds']]
+      done = [e['gen_iter'] for e in evaluations[0]]
+      cells = []
+      for f in FRACTIONS:
+        target = f * r['settings']['num_gen_iters']
+        i = min(range(len(done)), key=lambda j: abs(done[j] - target))
+        if done[i] < 0.9 * target:
+          cells.append('')
+          continue
+        mean = sum(e[i][k] for e in evaluations) / len(evaluations)
+        seconds = evaluations[0][i].get('seconds')
+        cells.append(f'{mean:.3g} at {done[i]:,}' + (f' ({seconds:,.0f} s)' if seconds else ''))
+      lines.append(f'| {r["name"]} | ' + ' | '.join(cells) + ' |')
+    out.append('\n'.join(lines))
+  return '\n\n'.join(out) + '\n'
+
 
 def main(argv):
   if len(argv) > 1 and not argv[1].startswith('--results='):
@@ -64,7 +98,8 @@ def main(argv):
     path = os.path.join(results, f'{name}.json')
     if os.path.exists(path):
       with open(path, encoding='utf-8') as f:
-        print(f'### {name}\n\n{table(json.load(f))}')
+        result = json.load(f)
+      print(f'### {name}\n\n{table(result)}\n{curves(result)}')
 
 
 if __name__ == '__main__':
