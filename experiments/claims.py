@@ -332,6 +332,8 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
   fig, axes = plt.subplots(len(rows), len(datasets),
                            figsize=(4.6 * len(datasets), 2.6 * len(rows)), dpi=90,
                            squeeze=False, sharex='col')
+  # One colour per label (the loss, the variant) in every column.
+  labels = list(dict.fromkeys(r['name'].removeprefix(r['dataset'] + '-') for r in runs))
   for col, dataset in enumerate(datasets):
     for r in [r for r in runs if r['dataset'] == dataset]:
       label = r['name'].removeprefix(dataset + '-')
@@ -348,8 +350,8 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
       # losses differ in units, what matters here is where each flattens.
       median = np.asarray(c['median'])
       scaled = (median - median.min()) / max(np.ptp(median), 1e-12)
-      line = axes[0, col].plot(to_x(c['gen_iter']), scaled, lw=1.2,
-                               label=label)[0]
+      line = axes[0, col].plot(to_x(c['gen_iter']), scaled, lw=1.2, label=label,
+                               color=f'C{labels.index(label)}')[0]
       if c['flat_from'] is not None:
         axes[0, col].axvline(to_x(c['flat_from']), color=line.get_color(), ls=':', lw=0.8)
       axes[0, col].set_ylabel('training signal (median, scaled)', fontsize=8)
