@@ -392,9 +392,10 @@ def samples_figure(result: dict) -> str:
     ax.set_axis_off()
   for ax, r in zip(axes.flat, runs):
     samples = os.path.join(r['seeds'][0]['workdir'], 'samples')
-    if not os.path.isdir(samples):
+    names = sorted(n for n in os.listdir(samples) if n.startswith(('fake_', 'scatter_'))
+                   ) if os.path.isdir(samples) else []
+    if not names:  # a run stopped before its first sample grid
       continue
-    names = sorted(n for n in os.listdir(samples) if n.startswith(('fake_', 'scatter_')))
     with Image.open(os.path.join(samples, names[-1])) as im:
       ax.imshow(np.asarray(im.convert('RGB')))
     ax.set_title(f'{r["name"]} at {r.get("reached") or r["settings"]["num_gen_iters"]}', fontsize=8)
