@@ -72,3 +72,20 @@ def test_datasheet_peaks_match_device_names():
   assert benchmark.spec_peak('NVIDIA H100 PCIe')['tf32'] == 378.0
   assert benchmark.spec_peak('NVIDIA H200')['bfloat16'] == 989.4
   assert benchmark.spec_peak('cpu') is None
+
+
+def test_each_model_is_written_as_soon_as_it_is_measured(tmp_path, monkeypatch):
+  # A run stopped at a lease's limit (here: the second model fails) keeps the first.
+  def fake(model, variants, options, log):
+    if model == 'dcgan64':
+      raise KeyboardInterrupt
+    return {'results': {'ours': {'gen_iters_per_s': 1.0}}}
+  monkeypatch.setattr(benchmark, 'benchmark_model', fake)
+  out = tmp_path / 'sub' / 'bench.json'
+  with pytest.raises(KeyboardInterrupt):
+    benchmark.run(['dcgan32', 'dcgan64'], [benchmark.Variant('ours', 'ours')], {}, out=str(out))
+  written = json.loads(out.read_text())
+  assert list(written['models']) == ['dcgan32'] and written['complete'] is False
+  assert benchmark.run(['dcgan32'], [benchmark.Variant('ours', 'ours')], {},
+                       out=str(out))['complete'] is True
+  assert json.loads(out.read_text())['complete'] is True

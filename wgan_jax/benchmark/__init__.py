@@ -45,7 +45,7 @@ import os
 import statistics
 import time
 
-from wgan_jax import runtime
+from wgan_jax import files, runtime
 from wgan_jax.benchmark.report import SPEC_PEAK_TFLOPS, ceilings, spec_peak, table  # noqa: F401
 from wgan_jax.benchmark.runners import OursRunner, TorchRunner, Worker  # noqa: F401
 from wgan_jax.benchmark.settings import (BATCH_SIZE, CHANNELS, GEMM_SECONDS,  # noqa: F401
@@ -172,10 +172,11 @@ def run(models, variants, options, out: str = '', log=print) -> dict:
   started = time.time()
   for model in models:
     report['models'][model] = benchmark_model(model, variants, options, log=log)
-  report['load_average_1_5_15min_end'] = os.getloadavg()
-  report['wall_seconds'] = time.time() - started
-  if out:
-    os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
-    with open(out, 'w', encoding='utf-8') as f:
-      json.dump(report, f, indent=2)
+    report['load_average_1_5_15min_end'] = os.getloadavg()
+    report['wall_seconds'] = time.time() - started
+    report['complete'] = len(report['models']) == len(models)
+    # After every model: a run stopped at a lease's time limit keeps what it measured.
+    if out:
+      os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+      files.write_atomic(out, lambda f: json.dump(report, f, indent=2), text=True)
   return report
