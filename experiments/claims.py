@@ -37,6 +37,7 @@ again to runs measured before it changed).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import time
@@ -437,6 +438,10 @@ def main(argv):
         with open(path, encoding='utf-8') as f:
           result = ruled(json.load(f))
       elif os.path.exists(os.path.join(workdir, CLOCK_FILE)):
+        if not glob.glob(os.path.join(workdir, '**', 'checkpoints'), recursive=True):
+          # A run packed on another machine (claims_all.sh's PACK) before it finished.
+          logging.warning('%s: unfinished and without its checkpoints; left out.', name)
+          continue
         logging.info('%s: still training; its checkpoints so far are measured.', name)
         result = measure(name, dataset, _run_config(dataset, overrides), workdir)
       else:
@@ -451,7 +456,7 @@ def main(argv):
         result = train_and_measure(name, dataset, config, workdir)
     runs.append({**result, 'name': name})
   if not runs:
-    raise app.UsageError(f'no run of {experiment} to summarise in {_WORKDIRS.value}.')
+    raise SystemExit(f'no run of {experiment} to summarise in {_WORKDIRS.value}.')
   result = {'experiment': experiment, 'runs': runs, 'machine': runs[0]['machine'],
             'wall_seconds': None if _SUMMARIZE_ONLY.value else time.perf_counter() - t0}
   result['figures'] = [figure(result), figure(result, 'seconds'), samples_figure(result)]

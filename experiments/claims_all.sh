@@ -15,6 +15,10 @@
 # CLAIMS_FLAGS='--num_gen_iters=20 --checkpoints=2 --num_seeds=1'); ONLY
 # names the runs to train, in the order given (e.g. ONLY='gaussians8-gan
 # gaussians8-wgan' trains the cheaper run first).
+# For a machine lent for minutes: DEADLINE=SECONDS stops every run that long
+# after the start (SIGTERM: each keeps its last checkpoint) and starts no more;
+# PACK=FILE.tgz then packs what the summaries need (each run's claims_run.json,
+# measures, logs and last sample grid; no checkpoints) for another machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-experiments/results/convergence}
@@ -36,22 +40,50 @@ for experiment in '$experiments'.split():
     if claims.source(experiment, name) not in seen:
       seen.add(claims.source(experiment, name))
       print(experiment, name)")
+started=$(date +%s)
+pids=()
+running() { local n=0 p; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done; echo $n; }
+mkdir -p "$workdirs" && rm -f "$workdirs/.deadline"
+if [ -n "${DEADLINE:-}" ]; then
+  ( sleep "$DEADLINE"; touch "$workdirs/.deadline"
+    for f in "$workdirs"/*/*.pid; do [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null; done ) &
+  watchdog=$!
+fi
 while read -r experiment run; do
   [ -n "$run" ] || continue
+  while [ "$(running)" -ge "$jobs" ]; do wait -n; done
+  if [ -f "$workdirs/.deadline" ]; then
+    echo "$(date +%T) $experiment/$run not started: the deadline has passed"; continue
+  fi
   mkdir -p "$workdirs/$experiment"
-  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
   echo "$(date +%T) $experiment/$run"
   ( start=$(date +%s)
-    if "$python" experiments/claims.py --experiment="$experiment" --only="$run" \
+    "$python" experiments/claims.py --experiment="$experiment" --only="$run" \
         --workdirs="$workdirs" --out="$workdirs/$experiment/out_$run" ${CLAIMS_FLAGS:-} \
-        > "$workdirs/$experiment/$run.log" 2>&1; then
+        > "$workdirs/$experiment/$run.log" 2>&1 &
+    echo $! > "$workdirs/$experiment/$run.pid"
+    if wait $! && [ ! -f "$workdirs/.deadline" ]; then
       echo "$(date +%T) $experiment/$run done in $(( $(date +%s) - start )) s"
+    elif [ -f "$workdirs/.deadline" ]; then
+      echo "$(date +%T) $experiment/$run ended at the deadline after $(( $(date +%s) - start )) s (resumes from its last checkpoint)"
     else
       echo "$(date +%T) $experiment/$run FAILED (see $workdirs/$experiment/$run.log)"
-    fi ) &
+    fi
+    rm -f "$workdirs/$experiment/$run.pid" ) &
+  pids+=($!)
 done <<< "$plan"
-wait
+[ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
+[ -z "${watchdog:-}" ] || { pkill -P "$watchdog"; kill "$watchdog"; } 2>/dev/null
 for experiment in $experiments; do
+  [ -d "$workdirs/$experiment" ] || continue
   "$python" experiments/claims.py --experiment="$experiment" --summarize_only \
       --workdirs="$workdirs" --out="$out" ${CLAIMS_FLAGS:-} 2>&1 | grep -v '^[IW][0-9]'
 done
+if [ -n "${PACK:-}" ]; then
+  pack=$(realpath -m "$PACK") && mkdir -p "$(dirname "$pack")"
+  ( cd "$workdirs" && { find . -type f ! -path '*/checkpoints/*' ! -path '*/tensorboard/*' \
+        ! -path '*/samples/*' ! -name metrics.jsonl ! -name '*.pid' ! -name .deadline \
+        ! -name "$(basename "$pack")"
+      find . -type d -name samples | while read -r d; do ls -d "$d"/* 2>/dev/null | sort | tail -1; done
+    } | tar czf "$pack" -T - ) && echo "packed into $pack ($(du -h "$pack" | cut -f1))"
+fi
