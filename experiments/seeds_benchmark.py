@@ -38,7 +38,7 @@ import time
 
 from absl import app, flags
 
-from wgan_jax import runtime
+from wgan_jax import files, runtime
 
 # name: (train flags, default (SHORT, LONG) iterations, description)
 MODELS = {
@@ -257,6 +257,22 @@ def main(argv):
   print(json.dumps(info), flush=True)
   seconds: dict = {}  # (model, k, mode) -> [seconds per generator iteration]
   start = time.time()
+
+  def write(complete: bool) -> str:
+    # Rewritten after every process: a run stopped at a lease's limit keeps what it measured.
+    info['load_after'] = _loadavg()
+    info['minutes'] = round((time.time() - start) / 60, 1)
+    rows, table = tabulate(info, seconds, variants, _MODELS.value)
+    result = {'machine': info, 'command': ' '.join(sys.argv), 'common_train_flags': COMMON,
+              'seconds_are': '(t(LONG) - t(SHORT)) / (LONG - SHORT) per generator iteration, '
+                             'from the wall times of one process\'s TensorBoard events',
+              'iters': {n: ([int(i) for i in _ITERS.value] if _ITERS.value else MODELS[n][1])
+                        for n in _MODELS.value},
+              'complete': complete, 'rows': rows, 'table': table}
+    os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
+    files.write_atomic(_OUT.value, lambda f: json.dump(result, f, indent=1), text=True)
+    return table
+
   for r in range(_REPEATS.value):
     for name in _MODELS.value:
       args, iters, _ = MODELS[name]
@@ -273,20 +289,8 @@ def main(argv):
         seconds.setdefault((name, k, mode), []).append(per_iter)
         print(f'round {r}: {name} K={k} {mode}: {1 / per_iter:.2f} gen it/s '
               f'(load {_loadavg()})', flush=True)
-  info['load_after'] = _loadavg()
-  info['minutes'] = round((time.time() - start) / 60, 1)
-
-  rows, table = tabulate(info, seconds, variants, _MODELS.value)
-  print(table)
-  result = {'machine': info, 'command': ' '.join(sys.argv), 'common_train_flags': COMMON,
-            'seconds_are': '(t(LONG) - t(SHORT)) / (LONG - SHORT) per generator iteration, '
-                           'from the wall times of one process\'s TensorBoard events',
-            'iters': {n: ([int(i) for i in _ITERS.value] if _ITERS.value else MODELS[n][1])
-                      for n in _MODELS.value},
-            'rows': rows, 'table': table}
-  os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
-  with open(_OUT.value, 'w') as f:
-    json.dump(result, f, indent=1)
+        write(complete=False)
+  print(write(complete=True))
   print(f'wrote {_OUT.value}')
 
 
