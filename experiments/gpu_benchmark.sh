@@ -23,9 +23,6 @@ if compgen -G '.whl/*.whl' > /dev/null; then
   export PYTHONPATH=/tmp/wgan_site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-# Several processes share the card (this one, each side's worker, the torch
-# side): jax's default of taking 75% of it at start leaves the others out of memory.
-export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
 backend=${BACKEND:-gpu}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
 "$python" - "$backend" <<'EOF'

@@ -85,9 +85,6 @@ def platform_env(backend: str) -> dict:
   env = dict(os.environ)
   if backend == 'gpu':
     env.pop('JAX_PLATFORMS', None)
-    # This process measures the GEMM rate on the same card: without this, the
-    # first to start would take 75% of its memory.
-    env.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   else:
     env['JAX_PLATFORMS'] = backend
   return env
@@ -269,8 +266,7 @@ def main(argv):
               'iters': {n: ([int(i) for i in _ITERS.value] if _ITERS.value else MODELS[n][1])
                         for n in _MODELS.value},
               'complete': complete, 'rows': rows, 'table': table}
-    os.makedirs(os.path.dirname(_OUT.value) or '.', exist_ok=True)
-    files.write_atomic(_OUT.value, lambda f: json.dump(result, f, indent=1), text=True)
+    files.write_json(_OUT.value, result, indent=1)
     return table
 
   for r in range(_REPEATS.value):

@@ -5,6 +5,7 @@ half a file."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 
@@ -24,3 +25,9 @@ def write_atomic(path: str, write, text: bool = False) -> None:
     with contextlib.suppress(OSError):
       os.remove(tmp)
     raise
+
+
+def write_json(path: str, obj, indent: int | None = None) -> None:
+  """``obj`` as JSON at ``path`` (its folder made), written atomically."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  write_atomic(path, lambda f: json.dump(obj, f, indent=indent), text=True)

@@ -177,6 +177,5 @@ def run(models, variants, options, out: str = '', log=print) -> dict:
     report['complete'] = len(report['models']) == len(models)
     # After every model: a run stopped at a lease's time limit keeps what it measured.
     if out:
-      os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
-      files.write_atomic(out, lambda f: json.dump(report, f, indent=2), text=True)
+      files.write_json(out, report, indent=2)
   return report

@@ -208,9 +208,6 @@ class Worker:
           # 'gpu' is no plugin name: with it jax also tries ROCm and fails on a
           # CUDA machine (and the reverse); left to itself it takes the GPU.
           os.environ.pop('JAX_PLATFORMS', None)
-          # The sides share one card: jax's default, taking 75% of it at
-          # start, would leave the next side too little (CUDA out of memory).
-          os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
         elif options.get('backend'):
           os.environ['JAX_PLATFORMS'] = options['backend']
         if variant.xla_flags is not None:
