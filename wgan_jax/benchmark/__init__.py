@@ -39,7 +39,6 @@ process (``gemm_gflops``), and on GPUs whose datasheet we list
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import statistics
