@@ -7,8 +7,8 @@ transposed conv of the generator (ConvTranspose2d k4 s2 p1) at batch 64,
 ngf = ndf = 64, 3 channels: the forward, the forward with the kernel
 gradient (the critic's weight update) and the forward with both gradients,
 in milliseconds (best of 3 x 20 calls), for each formulation the package has
-(``layers``: XLA's conv, per-tap kernel gradients, sub-pixel and dilated
-transposed convs), two more for the critic (space-to-depth: a 4x4 stride-2
+(``layers``: XLA's conv, per-tap kernel gradients, Winograd; sub-pixel,
+dilated, mixed and col2im-GEMM transposed convs), two more for the critic (space-to-depth: a 4x4 stride-2
 conv as a 2x2 stride-1 conv over 2x2 blocks; ``layers.conv_stride2_winograd``,
 that conv as Winograd F(2x2, 2x2)), and PyTorch's with the same threads.
 Each figure's GFLOP/s is given as a share of jax's dense GEMM rate in the
@@ -116,7 +116,7 @@ def main(argv):
                  'winograd': layers.conv_stride2_winograd},
       'generator': {'subpixel': layers.conv_transpose_subpixel,
                     'dilated': layers.conv_transpose_dilated,
-                    'mixed': layers.conv_transpose_mixed},
+                    'mixed': layers.conv_transpose_mixed, 'gemm': layers.conv_transpose_gemm},
   }
   try:
     import torch  # pylint: disable=g-import-not-at-top

@@ -10,7 +10,7 @@ from wgan_jax import layers
 torch = pytest.importorskip('torch')
 
 
-@pytest.mark.parametrize('impl', ['subpixel', 'dilated', 'auto'])
+@pytest.mark.parametrize('impl', ['subpixel', 'dilated', 'mixed', 'gemm', 'auto'])
 @pytest.mark.parametrize('stride', [1, 2])
 def test_conv_transpose_equals_pytorch(impl, stride):
   rng = np.random.default_rng(0)
@@ -34,12 +34,30 @@ def test_conv_transpose_formulations_have_equal_gradients():
   x = jnp.asarray(rng.standard_normal((2, 4, 4, 5)).astype(np.float32))
   kernel = jnp.asarray(rng.standard_normal((4, 4, 5, 3)).astype(np.float32))
   grads = [jax.jit(jax.grad(lambda k, x: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1)))(
-      kernel, x) for f in (layers.conv_transpose_subpixel, layers.conv_transpose_dilated,
-                           layers.conv_transpose_mixed)]
+      kernel, x) for f in layers.CONVT_FORMS.values()]
   for other in grads[1:]:
     for a, b in zip(grads[0], other):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
+
+
+def test_conv_transpose_gemm_per_seed_and_in_bfloat16():
+  # Under vmap (--num_seeds: a kernel per seed) its hand-written gradients
+  # batch as the sub-pixel form's do; in bfloat16 they keep the dtypes.
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal((3, 2, 4, 4, 5)).astype(np.float32))
+  kernel = jnp.asarray(rng.standard_normal((3, 4, 4, 5, 6)).astype(np.float32))
+  grads = [jax.jit(jax.vmap(jax.grad(lambda k, x, f=f: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1))))(
+      kernel, x) for f in (layers.conv_transpose_subpixel, layers.conv_transpose_gemm)]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  xb, kb = x[0].astype(jnp.bfloat16), kernel[0].astype(jnp.bfloat16)
+  y, vjp = jax.vjp(layers.conv_transpose_gemm, xb, kb)
+  dx, dk = vjp(jnp.ones_like(y))
+  assert y.dtype == dx.dtype == dk.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(y, np.float32),
+                             np.asarray(layers.conv_transpose_subpixel(xb, kb), np.float32),
+                             rtol=0.05, atol=0.05)
 
 def test_batchnorm_matches_pytorch_in_both_modes():
   rng = np.random.default_rng(2)

@@ -119,3 +119,15 @@ def test_initialising_the_state_times_nothing(tuning_on, monkeypatch, tiny_confi
   config = tiny_config('stacked_digits', image_size=16, ngf=8, ndf=8)
   state.create_state(config, (16, 16, 3), jax.random.key(0))
   assert not tuning_on.exists() and tuning.enabled()
+
+
+def test_each_kind_is_weighted_by_its_passes_per_iteration(monkeypatch):
+  # A forward alone costs 1 ms, one with its gradients 100 ms: a critic layer
+  # runs 11 of the latter per generator iteration, a generator layer 5 of the
+  # former (the critic steps' fakes) and 1 of the latter (the generator step).
+  monkeypatch.setattr(tuning, '_best_ms',
+                      lambda call, *a: 100.0 if isinstance(call(), tuple) else 1.0)
+  conv = tuning.measure('conv', (2, 8, 8, 4), (4, 4, 4, 8), jnp.float32, ('taps', 'xla'))
+  convt = tuning.measure('convt', (2, 4, 4, 8), (4, 4, 8, 4), jnp.float32, ('subpixel', 'gemm'))
+  assert conv == {'taps': 1100.0, 'xla': 1100.0}
+  assert convt == {'subpixel': 105.0, 'gemm': 105.0}

@@ -115,6 +115,58 @@ def conv_transpose_subpixel(x, kernel):
   return y.reshape(n, 2 * h, 2 * w, c)
 
 
+# The same taps seen from the input: output row 2m + a sums, over (d, tap),
+# the product of input row m + d with kernel row tap.
+_OVERLAPS = {0: ((-1, 3), (0, 1)), 1: ((0, 2), (1, 0))}
+
+
+@jax.custom_vjp
+def conv_transpose_gemm(x, kernel):
+  """The same ConvTranspose2d(k=4, s=2, p=1) as one matrix product of every
+  input pixel with the whole kernel, (B*H*W, in) by (in, 16*out), whose 16
+  taps are then added into the output where they overlap (col2im). No
+  products are wasted, and both gradients are one large matrix product each."""
+  return _gemm_fwd(x, kernel)[0]
+
+
+def _gemm_fwd(x, kernel):
+  n, h, w, cin = x.shape
+  c = kernel.shape[-1]
+  k2 = kernel.transpose(2, 0, 1, 3).reshape(cin, 16 * c)
+  cols = (x.reshape(n * h * w, cin) @ k2).reshape(n, h, w, 4, 4, c)
+  rows = []
+  for a in (0, 1):
+    phases = []
+    for b in (0, 1):
+      phases.append(sum(_shifted(cols[:, :, :, ty, tx], dy, dx)
+                        for dy, ty in _OVERLAPS[a] for dx, tx in _OVERLAPS[b]))
+    rows.append(jnp.stack(phases, axis=3))  # (B, H, W, b, C)
+  return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, c), (x, k2)
+
+
+def _shifted(t, dy: int, dx: int):
+  """t[:, m + dy, l + dx], zero where that is outside t."""
+  h, w = t.shape[1:3]
+  t = t[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
+  return jnp.pad(t, ((0, 0), (max(-dy, 0), max(dy, 0)), (max(-dx, 0), max(dx, 0)), (0, 0)))
+
+
+def _gemm_bwd(residuals, g):
+  x, k2 = residuals
+  n, h, w, cin = x.shape
+  c = g.shape[-1]
+  gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  # Each input pixel's 16 taps read the output pixels it was added into.
+  dcols = jnp.stack([jnp.stack([gp[:, ty:ty + 2 * h:2, tx:tx + 2 * w:2] for tx in range(4)], 3)
+                     for ty in range(4)], 3).reshape(n * h * w, 16 * c)
+  dx = (dcols @ k2.T).reshape(x.shape)
+  dk = (x.reshape(n * h * w, cin).T @ dcols).reshape(cin, 4, 4, c).transpose(1, 2, 0, 3)
+  return dx, dk
+
+
+conv_transpose_gemm.defvjp(_gemm_fwd, _gemm_bwd)
+
+
 @jax.custom_vjp
 def conv_transpose_mixed(x, kernel):
   """The dilated form forward, the sub-pixel form's gradients: for outputs
@@ -134,7 +186,7 @@ def _mixed_bwd(residuals, g):
 
 conv_transpose_mixed.defvjp(_mixed_fwd, _mixed_bwd)
 CONVT_FORMS = {'subpixel': conv_transpose_subpixel, 'dilated': conv_transpose_dilated,
-               'mixed': conv_transpose_mixed}
+               'mixed': conv_transpose_mixed, 'gemm': conv_transpose_gemm}
 CONVT_IMPLS = ('auto', *CONVT_FORMS)
 
 
@@ -273,8 +325,8 @@ class ConvTranspose(nn.Module):
   computed as a matrix product; ``stride=2`` doubles the size (padding 1).
   The kernel is (4, 4, in, out) in PyTorch's tap order, so a PyTorch weight
   maps to it by a transpose alone. ``impl`` picks the formulation of the
-  stride-2 layer (``CONVT_FORMS``); ``auto``: on the CPU the faster of
-  sub-pixel and mixed for this layer's shapes (``tuning``), elsewhere (and
+  stride-2 layer (``CONVT_FORMS``); ``auto``: on the CPU the fastest of
+  sub-pixel, mixed and gemm for this layer's shapes (``tuning``), elsewhere (and
   with tuning off) the sub-pixel one except for outputs of a few channels,
   where the dilated conv's forward is faster (``conv_transpose_mixed``: it,
   with the sub-pixel gradients).
@@ -296,8 +348,8 @@ class ConvTranspose(nn.Module):
     if impl == 'auto':
       impl = 'mixed' if self.features <= 4 else 'subpixel'
       if jax.default_backend() == 'cpu':
-        impl = tuning.choose('convt', x.shape, kernel.shape, x.dtype, ('subpixel', 'mixed'), impl,
-                             self.tune)
+        impl = tuning.choose('convt', x.shape, kernel.shape, x.dtype,
+                             ('subpixel', 'mixed', 'gemm'), impl, self.tune)
     if impl not in CONVT_FORMS:
       raise UserError(f'--convt_impl={self.impl!r}: choose one of {", ".join(CONVT_IMPLS)}.')
     return CONVT_FORMS[impl](x, kernel)

@@ -31,10 +31,11 @@ from absl import logging
 
 from wgan_jax import files, runtime
 
-# Per generator iteration a critic layer runs forward and backward 11 times
-# (5 critic steps on a real and a fake batch, the generator step); a
-# generator layer runs its forward 5 more times (the critic steps' fakes).
-FORWARDS_ALONE = {'conv': 0, 'convt': 5}
+# Per generator iteration, (forwards alone, forwards with gradients) of a
+# layer: a critic layer runs with its gradients 11 times (5 critic steps on a
+# real and a fake batch, the generator step); a generator layer runs its
+# forward alone 5 times (the critic steps' fakes), with its gradients once.
+PASSES = {'conv': (0, 11), 'convt': (5, 1)}
 _memory: dict[str, str] = {}
 _lock = threading.Lock()
 _state = threading.local()
@@ -113,8 +114,9 @@ def measure(kind: str, x_shape, kernel_shape, dtype, candidates) -> dict[str, fl
       f = forms[name]
       forward = jax.jit(f)
       both = jax.jit(lambda x, k, g, f=f: _forward_and_grads(f, x, k, g))
-      times[name] = (FORWARDS_ALONE[kind] * _best_ms(lambda: forward(x, kernel))
-                     + 11 * _best_ms(lambda: both(x, kernel, g)))
+      alone, with_grads = PASSES[kind]
+      times[name] = (alone * _best_ms(lambda: forward(x, kernel))
+                     + with_grads * _best_ms(lambda: both(x, kernel, g)))
   return times
 
 

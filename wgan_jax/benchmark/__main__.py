@@ -74,7 +74,7 @@ if __name__ == '__main__':
   flags.DEFINE_string('backend', '', "Our backend (JAX_PLATFORMS): cpu | gpu | tpu; '' "
                       "jax's default.")
   flags.DEFINE_string('iteration_mode', 'auto', 'Ours: auto | scan | unroll | steps.')
-  flags.DEFINE_string('convt_impl', 'auto', 'Ours: auto | subpixel | dilated | mixed.')
+  flags.DEFINE_string('convt_impl', 'auto', 'Ours: auto | subpixel | dilated | mixed | gemm.')
   flags.DEFINE_string('xla_flags', None, 'Ours: XLA_FLAGS instead of the environment\'s '
                       "and the package's defaults.")
   flags.DEFINE_string('compilation_cache_dir', '', "Ours: jax's persistent "

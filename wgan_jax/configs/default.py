@@ -80,7 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_devices = 0  # local devices to use; 0 = all
   # How the strided convs are computed: the same numbers, different speed. auto:
   # on CPU the fastest per layer, timed once per shape (WGAN_JAX_CONV_TUNING=0: off).
-  c.convt_impl = 'auto'  # auto | subpixel | dilated | mixed (the generator's)
+  c.convt_impl = 'auto'  # auto | subpixel | dilated | mixed | gemm (the generator's)
   c.conv_impl = 'auto'  # auto | taps | xla | winograd (the critic's)
   c.conv_tuning = True  # auto on CPU: time each layer's formulations once (else a fixed rule)
   c.iteration_mode = 'auto'  # auto | scan | unroll | steps: how a generator iteration is compiled
