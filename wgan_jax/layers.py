@@ -5,6 +5,7 @@ different speed per backend)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -62,25 +63,62 @@ class BatchNorm(nn.Module):
     ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,))
     ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,))
     if use_running_average:
-      mean, var = ra_mean.value, ra_var.value
+      y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon) * scale + bias
+      return y.astype(dtype)
+    count = math.prod(x.shape[:-1])
+    if self.axis_name is None:
+      y, mean, var = batch_normalize(x, scale, bias, self.epsilon)
     else:
       axes = tuple(range(x.ndim - 1))
-      count = math.prod(x.shape[:-1])
-      mean = jnp.mean(x, axes)
-      if self.axis_name is not None:
-        mean = jax.lax.pmean(mean, self.axis_name)
-        count *= jax.lax.psum(1, self.axis_name)
+      mean = jax.lax.pmean(jnp.mean(x, axes), self.axis_name)
+      count *= jax.lax.psum(1, self.axis_name)
       # Two passes, not E[x^2] - E[x]^2: the same numbers as PyTorch.
-      var = jnp.mean(jnp.square(x - mean), axes)
-      if self.axis_name is not None:
-        var = jax.lax.pmean(var, self.axis_name)
-      if not self.is_initializing():
-        m = self.momentum
-        unbiased = var * (count / max(count - 1, 1))
-        ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
-        ra_var.value = (1 - m) * ra_var.value + m * jax.lax.stop_gradient(unbiased)
-    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+      var = jax.lax.pmean(jnp.mean(jnp.square(x - mean), axes), self.axis_name)
+      y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    if not self.is_initializing():
+      m = self.momentum
+      unbiased = var * (count / max(count - 1, 1))
+      ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
+      ra_var.value = (1 - m) * ra_var.value + m * jax.lax.stop_gradient(unbiased)
     return y.astype(dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_normalize(x, scale, bias, epsilon: float):
+  """Training-mode BatchNorm over every axis but the last: (y, the batch mean,
+  its biased variance). Two passes for the statistics, not E[x^2] - E[x]^2:
+  the same numbers as PyTorch. Its gradient is written out (the textbook
+  closed form, two reductions and one elementwise pass), which XLA runs
+  about twice as fast on CPU as the autodiff of the forward."""
+  return _bn_fwd(x, scale, bias, epsilon)[0]
+
+
+def _bn_fwd(x, scale, bias, epsilon):
+  x2 = x.reshape(-1, x.shape[-1])
+  mean = jnp.mean(x2, 0)
+  var = jnp.mean(jnp.square(x2 - mean), 0)
+  inv = jax.lax.rsqrt(var + epsilon)
+  y = ((x2 - mean) * (inv * scale) + bias).reshape(x.shape)
+  return (y, mean, var), (x2, mean, inv, scale)
+
+
+def _bn_bwd(epsilon, residuals, cotangents):
+  del epsilon
+  x2, mean, inv, scale = residuals
+  g, g_mean, g_var = cotangents
+  g2 = g.reshape(x2.shape)
+  n = x2.shape[0]
+  centred = x2 - mean
+  d_bias = jnp.sum(g2, 0)
+  d_scale = jnp.sum(g2 * centred, 0) * inv
+  # dy/dx through the statistics, plus the statistics' own cotangents (zero
+  # in training, where only the running averages read them).
+  dx = (scale * inv) * (g2 - (d_bias + centred * (inv * d_scale)) / n)
+  dx = dx + (g_mean + 2.0 * g_var * centred) / n
+  return dx.reshape(g.shape), d_scale, d_bias
+
+
+batch_normalize.defvjp(_bn_fwd, _bn_bwd)
 
 
 _DN = ('NHWC', 'HWIO', 'NHWC')
