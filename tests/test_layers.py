@@ -86,6 +86,15 @@ def test_batch_normalize_has_the_gradients_of_its_formula():
   for a, b in zip(plain(x, scale, bias, 1e-5), layers.batch_normalize(x, scale, bias, 1e-5)):
     np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
 
+  # A gradient penalty through a BatchNorm critic differentiates the gradient.
+  def penalty(bn):
+    def f(scale, x):
+      input_grad = jax.grad(lambda x: jnp.sum(jnp.sin(bn(x, scale, bias, 1e-5)[0]) * w))(x)
+      return jnp.sum(input_grad ** 2)
+    return jax.jit(jax.grad(f))(scale, x)
+
+  np.testing.assert_allclose(penalty(layers.batch_normalize), penalty(plain), rtol=1e-4, atol=1e-5)
+
 def test_batchnorm_matches_pytorch_in_both_modes():
   rng = np.random.default_rng(2)
   x = rng.standard_normal((6, 3, 3, 4)).astype(np.float32) * 3 + 1

@@ -89,7 +89,8 @@ def batch_normalize(x, scale, bias, epsilon: float):
   its biased variance). Two passes for the statistics, not E[x^2] - E[x]^2:
   the same numbers as PyTorch. Its gradient is written out (the textbook
   closed form, two reductions and one elementwise pass), which XLA runs
-  about twice as fast on CPU as the autodiff of the forward."""
+  1.7x as fast on CPU as the autodiff of the forward; it is itself
+  differentiable (a gradient penalty through a BatchNorm critic)."""
   return _bn_fwd(x, scale, bias, epsilon)[0]
 
 
