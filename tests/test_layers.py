@@ -7,9 +7,14 @@ import pytest
 
 from wgan_jax import layers
 
-torch = pytest.importorskip('torch')
+try:
+  import torch
+except ImportError:  # the newest-jax CI leg runs without PyTorch: the rest still runs there
+  torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason='PyTorch is the oracle here')
 
 
+@needs_torch
 @pytest.mark.parametrize('impl', ['subpixel', 'dilated', 'mixed', 'gemm', 'auto'])
 @pytest.mark.parametrize('stride', [1, 2])
 def test_conv_transpose_equals_pytorch(impl, stride):
@@ -95,6 +100,7 @@ def test_batch_normalize_has_the_gradients_of_its_formula():
 
   np.testing.assert_allclose(penalty(layers.batch_normalize), penalty(plain), rtol=1e-4, atol=1e-5)
 
+@needs_torch
 def test_batchnorm_matches_pytorch_in_both_modes():
   rng = np.random.default_rng(2)
   x = rng.standard_normal((6, 3, 3, 4)).astype(np.float32) * 3 + 1
@@ -119,6 +125,7 @@ def test_batchnorm_matches_pytorch_in_both_modes():
   np.testing.assert_allclose(y_eval, t_eval, rtol=1e-5, atol=1e-5)
 
 
+@needs_torch
 @pytest.mark.parametrize('channels', [3, 6])  # the patch-matrix and per-tap paths
 def test_strided_conv_taps_gradient_equals_xla(channels):
   rng = np.random.default_rng(3)
