@@ -100,6 +100,31 @@ def test_batch_normalize_has_the_gradients_of_its_formula():
 
   np.testing.assert_allclose(penalty(layers.batch_normalize), penalty(plain), rtol=1e-4, atol=1e-5)
 
+
+def test_batch_normalize_across_devices_has_the_gradients_of_its_formula():
+  # The global batch's statistics under pmap: autodiff through pmean of the
+  # plain formula is the reference for every device's gradients.
+  devices = jax.devices()[:2]
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.standard_normal((2, 3, 2, 2, 4)) * 2 + 1, jnp.float32)
+  w = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+  scale, bias = (jnp.asarray(rng.standard_normal(4), jnp.float32) for _ in range(2))
+
+  def plain(x, scale, bias, eps, axis):
+    mean = jax.lax.pmean(jnp.mean(x, (0, 1, 2)), axis)
+    var = jax.lax.pmean(jnp.mean(jnp.square(x - mean), (0, 1, 2)), axis)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias, mean, var
+
+  def grads(bn):
+    def f(x, w, scale, bias):
+      y, mean, var = bn(x, scale, bias, 1e-5, 'devices')
+      return jnp.sum(jnp.sin(y) * w) + jnp.sum(mean ** 2) + jnp.sum(jnp.cos(var))
+    return jax.pmap(jax.grad(f, argnums=(0, 2, 3)), 'devices', devices=devices,
+                    in_axes=(0, 0, None, None))(x, w, scale, bias)
+
+  for a, b in zip(grads(plain), grads(layers.batch_normalize)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
 @needs_torch
 def test_batchnorm_matches_pytorch_in_both_modes():
   rng = np.random.default_rng(2)
