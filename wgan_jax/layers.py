@@ -81,10 +81,11 @@ class BatchNorm(nn.Module):
 def batch_normalize(x, scale, bias, epsilon: float, axis_name: str | None = None):
   """Training-mode BatchNorm over every axis but the last: (y, the batch mean,
   its biased variance), over the global batch with ``axis_name``. Two passes
-  for the statistics, not E[x^2] - E[x]^2: the same numbers as PyTorch. Its gradient is written out (the textbook
-  closed form, two reductions and one elementwise pass), which XLA runs
-  1.7x as fast on CPU as the autodiff of the forward; it is itself
-  differentiable (a gradient penalty through a BatchNorm critic)."""
+  for the statistics, not E[x^2] - E[x]^2: the same numbers as PyTorch. Its
+  gradient is written out (the closed form: two reductions and one
+  elementwise pass), which XLA runs 1.7x as fast on CPU as the autodiff of
+  the forward; it is itself differentiable (a gradient penalty through a
+  BatchNorm critic)."""
   return _bn_fwd(x, scale, bias, epsilon, axis_name)[0]
 
 
