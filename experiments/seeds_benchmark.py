@@ -58,7 +58,7 @@ _MODELS = flags.DEFINE_list('models', ['digits', 'digits_mlp', 'gaussians8', 'dc
                             f'Models: {", ".join(MODELS)}.')
 _NUM_SEEDS = flags.DEFINE_list('num_seeds', ['1', '5'], 'K values; the first is the baseline.')
 _MODES = flags.DEFINE_list('seeds_modes', ['auto'],
-                           '--seeds_mode values to time for each K > 1 (auto, vmap, map, unroll).')
+                           '--seeds_mode values to time for each K > 1 (auto, vmap, map, unroll, hybrid, processes).')
 _ITERS = flags.DEFINE_list('iters', None, 'SHORT,LONG generator iterations for every model '
                            "(default: each model's own).")
 _REPEATS = flags.DEFINE_integer('repeats', 1, 'Interleaved rounds; medians are reported.')
@@ -105,10 +105,11 @@ def machine(backend: str) -> dict:
   return info
 
 
-def _walltimes(workdir: str) -> dict[int, float]:
-  """step -> wall time at which the run wrote that step's metrics (the first
-  TensorBoard event file under ``workdir``: the first seed's)."""
+def _walltimes(workdir: str) -> list[dict[int, float]]:
+  """For each TensorBoard event file under ``workdir`` (each seed's): step ->
+  wall time at which the run wrote that step's metrics."""
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  out = []
   for root, _, files in sorted(os.walk(workdir)):
     for name in sorted(files):
       if 'tfevents' not in name:
@@ -123,8 +124,10 @@ def _walltimes(workdir: str) -> dict[int, float]:
         pos += 12 + length + 4
         if event.summary.value:
           times.setdefault(event.step, event.wall_time)
-      return times
-  raise RuntimeError(f'no TensorBoard events under {workdir}')
+      out.append(times)
+  if not out:
+    raise RuntimeError(f'no TensorBoard events under {workdir}')
+  return out
 
 
 def _parse_flags(args: list[str]) -> dict:
@@ -151,10 +154,10 @@ def model_flops(args: list[str]) -> float:
 
 
 def run_train(args: list[str], short: int, long: int, backend: str) -> float:
-  """Seconds per generator iteration of one training process of ``long``
+  """Seconds per generator iteration of one training run of ``long``
   iterations, in steady state: from the wall times at which it wrote the
   metrics of iterations ``short`` and ``long`` (it writes every ``short``
-  iterations, after waiting for them)."""
+  iterations, after waiting for them); with seeds, ``seconds_per_iteration``."""
   with tempfile.TemporaryDirectory() as workdir:
     cmd = [sys.executable, '-m', 'wgan_jax.train', f'--workdir={workdir}',
            f'--num_gen_iters={long}', *COMMON, f'--log_every={short}', *args]
@@ -163,7 +166,31 @@ def run_train(args: list[str], short: int, long: int, backend: str) -> float:
     if proc.returncode:
       raise RuntimeError(f'{" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
     times = _walltimes(workdir)
-  return (times[long] - times[short]) / (long - short)
+  return seconds_per_iteration(times, short, long)
+
+
+def _done_at(times: dict[int, float], when: float) -> float:
+  """Generator iterations a seed had done at wall time ``when`` (linear
+  between the iterations it logged)."""
+  points = sorted(times.items())
+  for (s0, t0), (s1, t1) in zip(points, points[1:]):
+    if t0 <= when <= t1:
+      return s0 + (s1 - s0) * (when - t0) / max(t1 - t0, 1e-9)
+  return points[0][0] if when < points[0][1] else points[-1][0]
+
+
+def seconds_per_iteration(times: list[dict[int, float]], short: int, long: int) -> float:
+  """Seconds per generator iteration, per seed, while every seed trains: over
+  the time from the last seed's iteration ``short`` to the first seed's
+  ``long``, the iterations all seeds did. (Seeds in one process log at the
+  same moments, so this is (t(long) - t(short)) / (long - short); seeds in
+  processes of their own start and end apart.)"""
+  start, end = max(t[short] for t in times), min(t[long] for t in times)
+  if end <= start:
+    raise RuntimeError(f'the seeds never trained together between iterations {short} and '
+                       f'{long}: pass a larger LONG with --iters')
+  done = sum(_done_at(t, end) - _done_at(t, start) for t in times)
+  return (end - start) * len(times) / done
 
 
 def tabulate(info: dict, seconds: dict, variants: list, models: list) -> tuple[list, str]:

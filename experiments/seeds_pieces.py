@@ -40,49 +40,16 @@ def _median_ms(fn, args, calls: int) -> float:
   return statistics.median(times) * 1e3
 
 
-def pieces(model: str):
-  """name -> (function of one seed, its arguments; the first is the seed's parameters)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from wgan_jax import benchmark, models  # pylint: disable=g-import-not-at-top
-  config = benchmark.bench_config(benchmark.MODELS[model])
-  shape = (config.image_size, config.image_size, benchmark.CHANNELS)
-  gen, critic = models.make_generator(config, shape), models.make_critic(config, shape)
-  key = jax.random.key(0)
-  z = jax.random.normal(key, (benchmark.BATCH_SIZE, config.nz))
-  x = jax.random.uniform(key, (benchmark.BATCH_SIZE, *shape), minval=-1, maxval=1)
-  g_vars, c_vars = gen.init(key, z), critic.init(key, x)
-  g_stats, c_stats = g_vars.get('batch_stats', {}), c_vars.get('batch_stats', {})
-
-  def apply(module, params, stats, inputs):
-    return module.apply({'params': params, 'batch_stats': stats}, inputs, train=True,
-                        mutable=['batch_stats'])[0]
-
-  def g_fwd(p, z):
-    return apply(gen, p, g_stats, z)
-
-  def c_grad(p, x, fake):
-    return jax.grad(lambda p: jnp.mean(apply(critic, p, c_stats, fake))
-                    - jnp.mean(apply(critic, p, c_stats, x)))(p)
-
-  def g_grad(p, c_params, z):
-    return jax.grad(lambda p: -jnp.mean(apply(critic, c_params, c_stats, g_fwd(p, z))))(p)
-
-  fake = jax.jit(g_fwd)(g_vars['params'], z)
-  return {'generator_forward': (g_fwd, (g_vars['params'], z)),
-          'critic_forward_and_gradient': (c_grad, (c_vars['params'], x, fake)),
-          'generator_forward_and_gradient': (g_grad, (g_vars['params'], c_vars['params'], z))}
-
-
 def main(argv):
   del argv
   import os  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from wgan_jax import runtime  # pylint: disable=g-import-not-at-top
+  from wgan_jax.benchmark import pieces  # pylint: disable=g-import-not-at-top
   runtime.configure()
   k = _K.value
   results = {}
-  for name, (fn, args) in pieces(_MODEL.value).items():
+  for name, (fn, args) in pieces.step_pieces(_MODEL.value).items():
     def written_out(params, *rest, fn=fn):
       # Each seed its own parameters, so that XLA cannot share work between them.
       return [fn(jax.tree.map(lambda a, s=s: a * (1 + 0.01 * s), params), *rest)

@@ -41,33 +41,13 @@ def _best_ms(fn, calls: int, sync=lambda r: r) -> float:
 
 def ours(model: str, calls: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from wgan_jax import benchmark, models  # pylint: disable=g-import-not-at-top
-  config = benchmark.bench_config(benchmark.MODELS[model])
-  shape = (config.image_size, config.image_size, benchmark.CHANNELS)
-  gen, critic = models.make_generator(config, shape), models.make_critic(config, shape)
-  key = jax.random.key(0)
-  z = jax.random.normal(key, (benchmark.BATCH_SIZE, config.nz))
-  x = jax.random.uniform(key, (benchmark.BATCH_SIZE, *shape), minval=-1, maxval=1)
-  g_vars, c_vars = gen.init(key, z), critic.init(key, x)
-
-  def apply(module, params, stats, inputs):
-    return module.apply({'params': params, 'batch_stats': stats}, inputs, train=True,
-                        mutable=['batch_stats'])[0]
-
-  g_stats, c_stats = g_vars.get('batch_stats', {}), c_vars.get('batch_stats', {})  # MLPs: none
-  g_fwd = jax.jit(lambda p, z: apply(gen, p, g_stats, z))
-  c_grad = jax.jit(jax.grad(lambda p, x, f: jnp.mean(apply(critic, p, c_stats, f))
-                            - jnp.mean(apply(critic, p, c_stats, x))))
-  g_grad = jax.jit(jax.grad(lambda p, z: -jnp.mean(apply(
-      critic, c_vars['params'], c_stats, apply(gen, p, g_stats, z)))))
-  fake = g_fwd(g_vars['params'], z)
+  from wgan_jax.benchmark import pieces  # pylint: disable=g-import-not-at-top
   sync = jax.block_until_ready
-  return {'generator_forward_ms': _best_ms(lambda: g_fwd(g_vars['params'], z), calls, sync),
-          'critic_forward_and_gradient_ms': _best_ms(
-              lambda: c_grad(c_vars['params'], x, fake), calls, sync),
-          'generator_forward_and_gradient_ms': _best_ms(
-              lambda: g_grad(g_vars['params'], z), calls, sync)}
+  out = {}
+  for name, (fn, args) in pieces.step_pieces(model).items():
+    jitted = jax.jit(fn)
+    out[f'{name}_ms'] = _best_ms(lambda jitted=jitted, args=args: jitted(*args), calls, sync)
+  return out
 
 
 def reference(model: str, calls: int, threads: int) -> dict:

@@ -147,11 +147,21 @@ def test_sources_give_each_seed_its_own_batches(devices, source_type):
     np.testing.assert_array_equal(seeded[:, :, k], alone)
 
 
-def test_seeds_mode_auto_and_unknown(tiny_config):
-  cpu = jax.default_backend() == 'cpu'
-  assert seeds_lib.resolve_mode('auto', tiny_config()) == ('unroll' if cpu else 'vmap')
+@pytest.mark.parametrize('cores', [{0}, {0, 1}])
+def test_seeds_mode_auto_and_unknown(tiny_config, monkeypatch, cores):
+  monkeypatch.setattr(seeds_lib.os, 'sched_getaffinity', lambda pid: cores)
+  assert jax.default_backend() == 'cpu'
+  several = len(cores) > 1
+  assert seeds_lib.resolve_mode('auto', tiny_config()) == ('processes' if several else 'unroll')
+  # A narrow MLP leaves the cores idle: vmap fills them.
   assert seeds_lib.resolve_mode('auto', tiny_config('gaussians8')) == 'vmap'
-  assert seeds_lib.resolve_mode('auto', configs.get_config('gaussians8')) == 'vmap'
+  assert seeds_lib.resolve_mode('auto', configs.get_config('gaussians8')) == (
+      'processes' if several else 'vmap')
+  # Seeds in one process's step: what auto takes there.
+  for mode in ('auto', 'processes'):
+    assert seeds_lib.resolve_mode(mode, tiny_config(), one_process=True) == 'unroll'
+    assert seeds_lib.resolve_mode(mode, configs.get_config('gaussians8'),
+                                  one_process=True) == 'vmap'
   assert seeds_lib.resolve_mode('map') == 'map'
   with pytest.raises(UserError, match='seeds_mode'):
     train.validate(tiny_config(seeds_mode='pmap'))

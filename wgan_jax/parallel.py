@@ -192,7 +192,8 @@ class TrainIteration:
     self.rng_impl = config.rng_impl
     self.mode = resolve_mode(config.iteration_mode)
     self.num_seeds = config.num_seeds
-    self.seeds_mode = seeds.resolve_mode(config.get('seeds_mode', 'auto'), config)
+    self.seeds_mode = seeds.resolve_mode(config.get('seeds_mode', 'auto'), config,
+                                         one_process=True)
     self.penalty = config.loss == 'wgan-gp'
     self._critic_step = self._seeded(functools.partial(
         steps.critic_step, clip=config.clip, clip_when=config.clip_when,

@@ -8,6 +8,7 @@ give the numbers of K single runs; they differ in speed (docs/multihost.md).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 
 import jax
@@ -16,27 +17,45 @@ import jax.numpy as jnp
 from wgan_jax import configs
 
 MODES = configs.CHOICES['seeds_mode'][0]
+# MLPs at least this wide keep a core busy on their own (the gaussians8
+# preset's 512); narrower ones leave it idle between small products.
+WIDE_MLP = 256
 
 
-def resolve_mode(mode: str, config=None) -> str:
+def resolve_mode(mode: str, config=None, one_process: bool = False) -> str:
   """How the K seeds of a ``--num_seeds`` run share one compiled step.
 
   'vmap' batches them: a seed axis on every array, so XLA sees one K-times
   larger problem (a convolution with per-seed weights becomes a grouped
   one); 'map' runs them one after another in a ``lax.map`` loop inside the
   step; 'unroll' one after another, written out K times; 'hybrid' vmaps all
-  but the convolutions with per-seed weights, which are written out K times.
+  but the convolutions with per-seed weights, which are written out K times;
+  'processes' is no way of sharing a step: each seed trains in a process of
+  its own, on cores of its own where there are enough
+  (``wgan_jax.seed_processes``; ``over_seeds`` does not take it).
+
   'auto' (measured with experiments/seeds_benchmark.py, on a 2-core CPU):
-  'vmap' on GPUs and TPUs; on CPU 'unroll' when a net of ``config`` is a
-  DCGAN (XLA:CPU runs grouped convolutions several times slower than the K
-  convolutions one by one), else 'vmap' (MLPs: as fast or faster, and it
-  compiles the step once, not K times).
+  'vmap' on GPUs and TPUs; on a CPU with more than one core, 'processes'
+  (the digits preset 1.41x the seed-iterations per second of one seed,
+  DCGAN 32px 1.10x, gaussians8 1.20x, against 1.09x, 0.90x and 1.02x in one
+  program), except for MLPs narrower than ``WIDE_MLP``, which 'vmap' fills
+  the cores with (a 32-wide MLP: 2.3x); in one process (one core, or a
+  multi-process run) 'unroll' for DCGAN nets (XLA:CPU runs grouped
+  convolutions several times slower than the K convolutions one by one),
+  else 'vmap'. ``one_process``: the mode for seeds that share one process's
+  step ('processes' becomes what 'auto' takes in one process).
   """
   configs.check_choice('seeds_mode', mode)
+  if one_process and mode == 'processes':
+    mode = 'auto'
   if mode == 'auto':
     if jax.default_backend() != 'cpu':
       return 'vmap'
     mlps = config is not None and config.generator == config.critic == 'mlp'
+    narrow = mlps and max(config.ngf, config.ndf) < WIDE_MLP
+    if (not one_process and len(os.sched_getaffinity(0)) > 1
+        and jax.process_count() == 1 and not narrow):
+      return 'processes'
     return 'vmap' if mlps else 'unroll'
   return mode
 

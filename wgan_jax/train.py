@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from wgan_jax import (checkpoints, cli, configs, data, models, parallel, preemption,
-                      runtime, steps, visualize, writers)
+                      runtime, seed_processes, seeds, steps, visualize, writers)
 from wgan_jax.errors import UserError
 from wgan_jax.state import WGANState, create_state, create_states, initial_randomness
 
@@ -122,6 +122,13 @@ def seed_config(config, seed: int):
   return config
 
 
+def _write_seeds_config(config, workdir: str) -> None:
+  """The config of a run of seeds, at the top of its workdir."""
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+      f.write(config.to_json(indent=2))
+
+
 def _check_workdir_kind(config, workdir: str) -> None:
   """Refuses to mix a single run and a run of several seeds in one workdir."""
   saved = os.path.join(workdir, 'config.json')
@@ -138,7 +145,7 @@ def _check_workdir_kind(config, workdir: str) -> None:
                     f'--workdir for --num_seeds={config.num_seeds}.')
 
 
-def train(config, workdir: str, on_samples=None) -> WGANState:
+def train(config, workdir: str, on_samples=None, on_iteration=None) -> WGANState:
   """Trains per ``config``, writing outputs to ``workdir``; returns the final state.
 
   Starts from the newest checkpoint in ``workdir`` if there is one. With
@@ -147,7 +154,10 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   writes to its workdir; the returned state then has a leading seed axis.
   Each time it writes sample grids (every ``config.sample_every`` generator
   iterations), it calls ``on_samples(gen_iter, grid_png, curve_png)`` if
-  given, with the first seed's files (a notebook shows them there).
+  given, with the first seed's files (a notebook shows them there), and
+  after each generator iteration ``on_iteration(gen_iters_done)`` if given.
+  ``config.seeds_mode`` 'processes' trains each seed in a process of its
+  own (``wgan_jax.seed_processes``).
 
   On SIGTERM or SIGINT it finishes the generator iteration in progress,
   saves a checkpoint and raises ``preemption.Interrupted`` (see ``preemption.StopRequests``). A
@@ -161,14 +171,18 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
   prepare_workdir(workdir, samples=not seeded)
   _check_workdir_kind(config, workdir)
   dataset = data.get_dataset(config)
+  if seeded and seeds.resolve_mode(config.seeds_mode, config) == 'processes':
+    if jax.process_count() > 1:
+      raise UserError('--seeds_mode=processes trains on one machine: choose another '
+                      '--seeds_mode for a multi-process run.')
+    _write_seeds_config(config, workdir)
+    return seed_processes.train(config, workdir, dataset.data_shape, on_samples)
   if seeded:
     runs = [(seed_config(config, s), seed_workdir(workdir, s))
             for s in range(config.seed, config.seed + config.num_seeds)]
     for _, run_dir in runs:
       prepare_workdir(run_dir)
-    if jax.process_index() == 0:
-      with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
-        f.write(config.to_json(indent=2))
+    _write_seeds_config(config, workdir)
   else:
     runs = [(config, workdir)]
   keys = [initial_randomness(c) for c, _ in runs]
@@ -227,6 +241,8 @@ def train(config, workdir: str, on_samples=None) -> WGANState:
         bar.set_postfix({label: f'{latest[metric]:.4f}',
                          'loss_G': f'{latest["generator_loss"]:.4f}'})
       bar.update(1)
+      if on_iteration is not None:
+        on_iteration(done)
       if primary and (done % config.sample_every == 0 or last):
         variables = parallel.unreplicate(p_state.generator.variables)
         grids = [out.samples(done, np.asarray(sample(seed_of(variables, k),

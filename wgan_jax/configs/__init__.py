@@ -186,8 +186,8 @@ CHOICES = {
     'clip_when': (('after', 'before'), 'after or before'),
     'iteration_mode': (('auto', 'scan', 'unroll', 'steps'),
                        'one of auto, scan, unroll, steps'),
-    'seeds_mode': (('auto', 'vmap', 'map', 'unroll', 'hybrid'),
-                   'one of auto, vmap, map, unroll, hybrid'),
+    'seeds_mode': (('auto', 'vmap', 'map', 'unroll', 'hybrid', 'processes'),
+                   'one of auto, vmap, map, unroll, hybrid, processes'),
     'compute_dtype': (('float32', 'bfloat16'), 'float32 or bfloat16'),
 }
 

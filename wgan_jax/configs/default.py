@@ -84,7 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.conv_impl = 'auto'  # auto | taps | xla | winograd (the critic's)
   c.conv_tuning = True  # auto on CPU: time each layer's formulations once (else a fixed rule)
   c.iteration_mode = 'auto'  # auto | scan | unroll | steps: how a generator iteration is compiled
-  c.seeds_mode = 'auto'  # auto | vmap | map | unroll | hybrid: how num_seeds > 1 seeds share a step
+  c.seeds_mode = 'auto'  # auto | vmap | map | unroll | hybrid | processes: how num_seeds > 1 seeds share the machine
   # float32 | bfloat16: the nets' arithmetic (bfloat16 pays on GPUs and TPUs,
   # not on CPUs without bfloat16 units); parameters, optimiser state, BatchNorm
   # statistics and losses stay float32
