@@ -76,7 +76,7 @@ class _Events:
       return
     try:
       self._file.write(json.dumps(event) + '\n')
-    except (BrokenPipeError, OSError):
+    except OSError:  # (a broken pipe)
       # The run's process is gone: stop after this iteration and save.
       self._open = False
       os.kill(os.getpid(), signal.SIGTERM)
@@ -159,9 +159,7 @@ def train(config, workdir: str, data_shape, on_samples=None):
   then ``preemption.Interrupted`` is raised. A seed that fails stops the
   others (they save) and its error is raised, naming the seed.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
   from wgan_jax import checkpoints, parallel, preemption, state as state_lib  # pylint: disable=g-import-not-at-top
@@ -247,20 +245,19 @@ def train(config, workdir: str, data_shape, on_samples=None):
         f'{workdir}/seed_S; resume with: python -m wgan_jax.train --workdir={workdir}',
         130 if signum == signal.SIGINT else 0, min(stopped))
 
+  # Each seed's final checkpoint, read as a run of seeds resumes.
   keys = [state_lib.initial_randomness(c) for c, _ in runs]
   template = state_lib.create_states(config, data_shape, jnp.stack([k for k, _ in keys]),
                                      axis_name=parallel.AXIS)
-  finals = []
-  for k, ((c, run_dir), (_, noise)) in enumerate(zip(runs, keys)):
-    ckpt = checkpoints.Checkpointer(run_dir, c, data_shape)
-    try:
-      finals.append(ckpt.restore(jax.tree.map(lambda x, k=k: x[k], template),
-                                 noise).state)
-    finally:
+  ckpts = [checkpoints.Checkpointer(run_dir, c, data_shape) for c, run_dir in runs]
+  try:
+    final, _, _, _ = train_lib._resume(ckpts, template, [n for _, n in keys], True)  # pylint: disable=protected-access
+  finally:
+    for ckpt in ckpts:
       ckpt.close()
   logging.info('Done: %d seeds, in %s.', len(runs),
                ', '.join(run_dir for _, run_dir in runs))
-  return jax.tree.map(lambda *xs: np.stack(xs), *finals)
+  return final
 
 
 if __name__ == '__main__':
