@@ -14,7 +14,10 @@ the training signal, each measure per checkpoint with the wall-clock seconds at
 which training reached it, and whether the stopping rule was met. The
 experiment's ``<out>/<experiment>.json`` and its figures are built from those
 files, so runs can train in separate processes side by side (``--only=RUN``
-each, e.g. one per GPU process) and one more ``--summarize_only`` collects them.
+each, e.g. one per GPU process) and one more ``--summarize_only`` collects them;
+a run whose workdir is not on this machine (trained in another session or on
+another machine) keeps its entry of the ``<out>/<experiment>.json`` already
+there, and its final grid the copy in ``<out>/grids/``.
 A run that was stopped (SIGTERM, a crash, the end of a session) resumes from
 its last checkpoint when the same command runs again, its wall-clock seconds
 continuing from there (``CLOCK_FILE``, with the machine of each session); a
@@ -40,6 +43,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -381,6 +385,29 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
   return path
 
 
+def final_grid(run: dict) -> str | None:
+  """The run's newest sample grid (its first seed), copied to
+  ``OUT/grids/<run>.png`` so that a later summary without the workdir (another
+  session, another machine) still shows it; that copy when the workdir is gone."""
+  kept = os.path.join(_OUT.value, 'grids', f'{run["name"]}.png')
+  samples = os.path.join(run['seeds'][0]['workdir'], 'samples')
+  names = sorted(n for n in os.listdir(samples) if n.startswith(('fake_', 'scatter_'))
+                 ) if os.path.isdir(samples) else []
+  if names:
+    os.makedirs(os.path.dirname(kept), exist_ok=True)
+    shutil.copyfile(os.path.join(samples, names[-1]), kept)
+  return kept if os.path.exists(kept) else None
+
+
+def previous_runs(experiment: str) -> dict[str, dict]:
+  """The runs of the experiment's summary already in ``--out``, by name."""
+  try:
+    with open(os.path.join(_OUT.value, f'{experiment}.json'), encoding='utf-8') as f:
+      return {r['name']: r for r in json.load(f)['runs']}
+  except FileNotFoundError:
+    return {}
+
+
 def samples_figure(result: dict) -> str:
   """Each run's final sample grid (its first seed)."""
   plt = visualize._pyplot()  # pylint: disable=protected-access
@@ -392,12 +419,11 @@ def samples_figure(result: dict) -> str:
   for ax in axes.flat:
     ax.set_axis_off()
   for ax, r in zip(axes.flat, runs):
-    samples = os.path.join(r['seeds'][0]['workdir'], 'samples')
-    names = sorted(n for n in os.listdir(samples) if n.startswith(('fake_', 'scatter_'))
-                   ) if os.path.isdir(samples) else []
-    if not names:  # a run stopped before its first sample grid
+    grid = final_grid(r)
+    if grid is None:  # stopped before its first grid, or trained where no copy was kept
+      ax.set_title(f'{r["name"]}: no grid here', fontsize=8)
       continue
-    with Image.open(os.path.join(samples, names[-1])) as im:
+    with Image.open(grid) as im:
       ax.imshow(np.asarray(im.convert('RGB')))
     ax.set_title(f'{r["name"]} at {r.get("reached") or r["settings"]["num_gen_iters"]}', fontsize=8)
   fig.tight_layout()
@@ -426,6 +452,7 @@ def main(argv):
   os.makedirs(_OUT.value, exist_ok=True)
   t0 = time.perf_counter()
   runs = []
+  previous = previous_runs(experiment) if _SUMMARIZE_ONLY.value else {}
   for name in RUNS[experiment]:
     if _ONLY.value and name not in _ONLY.value:
       continue
@@ -444,6 +471,10 @@ def main(argv):
           continue
         logging.info('%s: still training; its checkpoints so far are measured.', name)
         result = measure(name, dataset, _run_config(dataset, overrides), workdir)
+      elif name in previous:
+        # Trained in an earlier session or on another machine, whose workdirs are gone.
+        logging.info('%s: not in %s; kept from the summary in %s.', name, workdir, _OUT.value)
+        result = previous[name]
       else:
         logging.warning('%s: no %s (not run); left out.', name, path)
         continue

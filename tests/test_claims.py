@@ -1,9 +1,16 @@
-"""The stopping rule of experiments/claims.py on signals with known answers."""
+"""experiments/claims.py: the stopping rule on signals with known answers, and its summaries."""
+
+import json
+import os
+import shutil
 
 import numpy as np
+from absl import flags
+from absl.testing import flagsaver
+from PIL import Image
 
 from experiments import claims
-from wgan_jax import visualize
+from wgan_jax import runtime, visualize
 
 
 def _rule(values):
@@ -60,3 +67,48 @@ def test_a_shared_run_has_the_settings_of_the_run_it_reads():
                     ((experiment, name), (from_experiment, from_name)))
     assert claims.settings(mine) == claims.settings(theirs), (experiment, name)
   assert claims.source('mode_collapse', 'gaussians8-gan') == ('mode_collapse', 'gaussians8-gan')
+
+
+def _stored_run(name, dataset, workdir):
+  evaluation = [{'gen_iter': it, 'modes': modes, 'high_quality': 0.5, 'w1': w1, 'w1_floor': 0.07,
+                 'seconds': float(it)} for it, modes, w1 in ((100, 6.0, 0.4), (200, 7.0, 0.3),
+                                                             (300, 8.0, 0.2))]
+  training = {'key': 'wasserstein', 'gen_iter': list(range(1, 301)),
+              'median': [1.0 / i for i in range(1, 301)], 'window': 15, 'flat_from': 50}
+  settings = claims.settings(claims.run_config(*claims.RUNS['loss_meaning'][name]))
+  return {'name': name, 'dataset': dataset, 'settings': settings, 'train_seconds': 300.0,
+          'reached': 300, 'machine': runtime.machine(), 'sessions': [],
+          'seeds': [{'workdir': workdir, 'evaluation': evaluation, 'training': training}],
+          'summary': {}}
+
+
+def test_a_summary_keeps_the_runs_whose_workdirs_are_elsewhere(tmp_path, capsys):
+  # One run trained here (its workdir holds a grid), one in an earlier session
+  # (only the summary already in --out has it): the new summary has both, and
+  # a grid copy for each that a later summary without the workdirs shows.
+  out, workdirs = tmp_path / 'out', tmp_path / 'runs'
+  here = workdirs / 'mode_collapse' / 'gaussians8-gan'
+  (here / 'samples').mkdir(parents=True)
+  Image.new('RGB', (8, 8), (255, 0, 0)).save(here / 'samples' / 'scatter_000300.png')
+  (here / claims.RUN_FILE).write_text(json.dumps(
+      _stored_run('gaussians8-gan', 'gaussians8', str(here))))
+  out.mkdir()
+  (out / 'loss_meaning.json').write_text(json.dumps({'runs': [
+      _stored_run('gaussians8-wgan', 'gaussians8', '/gone/seed_0')]}))
+  with flagsaver.flagsaver():
+    flags.FLAGS(['claims', '--experiment=loss_meaning', '--summarize_only', f'--out={out}',
+                 f'--workdirs={workdirs}'])
+    claims.main([])
+    summary = json.loads((out / 'loss_meaning.json').read_text())
+    assert [r['name'] for r in summary['runs']] == ['gaussians8-wgan', 'gaussians8-gan']
+    assert summary['runs'][0]['seeds'][0]['evaluation'][-1]['w1'] == 0.2
+    assert os.listdir(out / 'grids') == ['gaussians8-gan.png']
+
+    shutil.rmtree(workdirs)
+    workdirs.mkdir()
+    claims.main([])
+    summary = json.loads((out / 'loss_meaning.json').read_text())
+    assert [r['name'] for r in summary['runs']] == ['gaussians8-wgan', 'gaussians8-gan']
+    assert claims.final_grid(summary['runs'][1]) == str(out / 'grids' / 'gaussians8-gan.png')
+    assert claims.final_grid(summary['runs'][0]) is None
+    assert 'gaussians8-gan' in capsys.readouterr().out

@@ -39,6 +39,15 @@ _NEVER_TRIM = 2**31 - 1
 _tuned: bool | None = None
 
 
+def libc() -> ctypes.CDLL | None:
+  """The C library (errno kept for ``ctypes.get_errno``), or None where it
+  cannot be loaded."""
+  try:
+    return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+  except OSError:
+    return None
+
+
 def tune_malloc() -> bool:
   """Keeps freed memory in the process (see the module docstring).
 
@@ -54,10 +63,8 @@ def tune_malloc() -> bool:
     return False
   if not sys.platform.startswith('linux'):
     return False
-  try:
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    mallopt = libc.mallopt
-  except (OSError, AttributeError):
+  mallopt = getattr(libc(), 'mallopt', None)
+  if mallopt is None:
     return False  # not glibc (musl has no mallopt)
   mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
   _tuned = all(mallopt(param, value) == 1 for param, value in (

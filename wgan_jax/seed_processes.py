@@ -15,8 +15,6 @@ so that the seeds advance together.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import select
@@ -28,6 +26,7 @@ import traceback
 
 from absl import logging
 
+from wgan_jax import runtime
 from wgan_jax.errors import UserError
 
 BALANCE_SECONDS = 3.0
@@ -57,11 +56,9 @@ def core_sets(progress, cores) -> list[set[int]]:
 def _stop_with_parent() -> None:
   """Has the kernel send this process SIGTERM (stop after the iteration in
   progress and save) if the process that started it dies (Linux)."""
-  try:
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-  except (OSError, AttributeError):
-    pass  # not Linux: a closed pipe stops the seed at its next iteration
+  prctl = getattr(runtime.libc(), 'prctl', None)
+  if prctl is not None:  # else (not Linux) a closed pipe stops the seed at its next iteration
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _Events:
