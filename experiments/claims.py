@@ -43,6 +43,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import time
 
@@ -67,6 +68,10 @@ _SET = flags.DEFINE_list('set', [], 'FIELD=VALUE settings for every run, after i
                          '(e.g. a quick check: warmup_gen_iters=0,ngf=8,ndf=8).')
 _SUMMARIZE_ONLY = flags.DEFINE_bool('summarize_only', False,
                                     'Rebuild the JSON and figures from the workdirs.')
+_PART = flags.DEFINE_string(
+    'seeds', '', "Train only the seeds FIRST:END of each run (offsets, e.g. 0:2; '': all), in "
+    "<run>/seeds_FIRST-END/: a part that fits one session or lease; --summarize_only merges "
+    'the parts, and the seeds the summary in --out already has, into the run.')
 
 # Generator iterations per dataset, from pilot runs (experiments/RESULTS.md):
 # long enough for the WGAN's median-filtered estimate to flatten.
@@ -156,6 +161,31 @@ def source(experiment: str, name: str) -> tuple[str, str]:
   return SAME_AS.get((experiment, name), (experiment, name))
 
 
+def part_config(config, part: str):
+  """The config of the seeds ``FIRST:END`` of a run, and the part's directory
+  under the run's workdir ('' for all its seeds)."""
+  if not part:
+    return config, ''
+  try:
+    first, end = (int(v) for v in part.split(':'))
+  except ValueError:
+    raise app.UsageError(f'--seeds={part}: expected FIRST:END, e.g. 0:2') from None
+  if not 0 <= first < end <= config.num_seeds:
+    raise app.UsageError(f'--seeds={part}: the run has seeds 0:{config.num_seeds}')
+  if (first, end) == (0, config.num_seeds):
+    return config, ''
+  config = config.copy_and_resolve_references()
+  config.seed += first
+  config.num_seeds = end - first
+  return config, f'seeds_{first}-{end}'
+
+
+def _part_of(config, part_dir: str):
+  """The config of the part trained in ``part_dir`` (a run's ``seeds_A-B``)."""
+  first, end = os.path.basename(part_dir).removeprefix('seeds_').split('-')
+  return part_config(config, f'{first}:{end}')[0]
+
+
 def seed_dirs(workdir: str, config) -> list[str]:
   if config.num_seeds > 1:
     return [os.path.join(workdir, f'seed_{config.seed + k}') for k in range(config.num_seeds)]
@@ -211,7 +241,8 @@ def measure(name: str, dataset: str, config, workdir: str) -> dict:
     for record in evaluation:
       record['seconds'] = clock.get(record['gen_iter'])
     records = writers.read_metrics(os.path.join(seed_dir, 'metrics.jsonl'))
-    seeds.append({'workdir': seed_dir, 'evaluation': evaluation, 'training': curve(records)})
+    seeds.append({'workdir': seed_dir, 'seed': config.seed + len(seeds),
+                  'evaluation': evaluation, 'training': curve(records)})
   reached = max(clock, default=0)
   result = {'name': name, 'dataset': dataset, 'settings': settings(config),
             'train_seconds': clock.get(reached), 'reached': reached,
@@ -300,6 +331,68 @@ def summary(seeds: list[dict]) -> dict:
   return out
 
 
+def collected(name: str, dataset: str, config, workdir: str, kept: dict | None) -> dict | None:
+  """The run from every place that holds seeds of it: its workdir (all its
+  seeds, or parts of them in ``seeds_*/``; finished, or still training and
+  measured so far) and ``kept``, its entry in an earlier summary. A seed found
+  in several places is taken from the one that trained it furthest."""
+  found = [] if kept is None else [kept]
+  for d in [workdir] + sorted(glob.glob(os.path.join(workdir, 'seeds_*'))):
+    if os.path.exists(os.path.join(d, RUN_FILE)):
+      with open(os.path.join(d, RUN_FILE), encoding='utf-8') as f:
+        found.append(ruled(json.load(f)))
+    elif os.path.exists(os.path.join(d, CLOCK_FILE)):
+      if not glob.glob(os.path.join(d, '**', 'checkpoints'), recursive=True):
+        # Packed on another machine (claims_all.sh's PACK) before it finished.
+        logging.warning('%s: %s unfinished and without its checkpoints; left out.', name, d)
+        continue
+      logging.info('%s: %s still training; its checkpoints so far are measured.', name, d)
+      found.append(measure(name, dataset, config if d == workdir else _part_of(config, d), d))
+  if len(found) <= 1:
+    return found[0] if found else None
+  return merged(name, config, found)
+
+
+def _seed_number(seed: dict, result: dict, k: int) -> int:
+  if 'seed' in seed:
+    return seed['seed']
+  match = re.search(r'seed_(\d+)$', seed['workdir'])  # measured before seeds were numbered
+  return int(match.group(1)) if match else result['settings']['seed'] + k
+
+
+def merged(name: str, config, results: list[dict]) -> dict:
+  """One run from several results holding seeds of it (parts trained apart)."""
+  mine = {k: v for k, v in settings(config).items() if k not in ('seed', 'num_seeds')}
+  by_seed = {}
+  for i, r in enumerate(results):
+    if {k: v for k, v in r['settings'].items() if k not in ('seed', 'num_seeds')} != mine:
+      logging.warning('%s: seeds %s were trained with other settings; left out.', name,
+                      [_seed_number(s, r, k) for k, s in enumerate(r['seeds'])])
+      continue
+    for k, s in enumerate(r['seeds']):
+      seed = _seed_number(s, r, k)
+      if seed not in by_seed or (s['evaluation'][-1]['gen_iter']
+                                 >= by_seed[seed][1]['evaluation'][-1]['gen_iter']):
+        by_seed[seed] = (i, {**s, 'seed': seed})
+  seeds = [s for _, (_, s) in sorted(by_seed.items())]
+  used = {i: results[i] for i, _ in by_seed.values()}
+  parts = []
+  for i, r in sorted(used.items()):
+    mine_here = [s['seed'] for _, (j, s) in sorted(by_seed.items()) if j == i]
+    for part in r.get('parts') or [{'train_seconds': r.get('train_seconds'),
+                                    'reached': r.get('reached'), 'machine': r['machine']}]:
+      part_seeds = [x for x in part.get('seeds', mine_here) if x in mine_here]
+      if part_seeds:
+        parts.append({**part, 'seeds': part_seeds})
+  result = {'name': name, 'dataset': results[0]['dataset'], 'settings': settings(config),
+            'train_seconds': sum(p['train_seconds'] or 0 for p in parts),
+            'reached': min(s['evaluation'][-1]['gen_iter'] for s in seeds),
+            'machine': parts[0]['machine'], 'parts': parts,
+            'sessions': [x for r in used.values() for x in r.get('sessions', [])], 'seeds': seeds}
+  result['summary'] = summary(seeds)
+  return result
+
+
 def ruled(result: dict) -> dict:
   """A measured run with the stopping rule (and its summary) applied again."""
   for s in result['seeds']:
@@ -319,8 +412,9 @@ def at(curve_: dict, gen_iter: int) -> float:
 
 def _band(runs_seeds: list[dict], measure: str, x: str):
   """x values and the mean, min and max over seeds of ``measure``."""
-  xs = [[e.get(x) for e in s['evaluation']] for s in runs_seeds]
-  ys = np.array([[e[measure] for e in s['evaluation']] for s in runs_seeds], np.float64)
+  n = min(len(s['evaluation']) for s in runs_seeds)  # parts still training stop early
+  xs = [[e.get(x) for e in s['evaluation'][:n]] for s in runs_seeds]
+  ys = np.array([[e[measure] for e in s['evaluation'][:n]] for s in runs_seeds], np.float64)
   xs = np.array([np.nan if v is None else v for v in xs[0]], np.float64)
   return xs, ys.mean(0), ys.min(0), ys.max(0)
 
@@ -386,16 +480,18 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
 
 
 def final_grid(run: dict) -> str | None:
-  """The run's newest sample grid (its first seed), copied to
-  ``OUT/grids/<run>.png`` so that a later summary without the workdir (another
-  session, another machine) still shows it; that copy when the workdir is gone."""
+  """The run's newest sample grid (of its first seed on this machine), copied
+  to ``OUT/grids/<run>.png`` so that a later summary without the workdirs
+  (another session, another machine) still shows it; that copy when they are gone."""
   kept = os.path.join(_OUT.value, 'grids', f'{run["name"]}.png')
-  samples = os.path.join(run['seeds'][0]['workdir'], 'samples')
-  names = sorted(n for n in os.listdir(samples) if n.startswith(('fake_', 'scatter_'))
-                 ) if os.path.isdir(samples) else []
-  if names:
-    os.makedirs(os.path.dirname(kept), exist_ok=True)
-    shutil.copyfile(os.path.join(samples, names[-1]), kept)
+  for seed in run['seeds']:
+    samples = os.path.join(seed['workdir'], 'samples')
+    names = sorted(n for n in os.listdir(samples) if n.startswith(('fake_', 'scatter_'))
+                   ) if os.path.isdir(samples) else []
+    if names:
+      os.makedirs(os.path.dirname(kept), exist_ok=True)
+      shutil.copyfile(os.path.join(samples, names[-1]), kept)
+      break
   return kept if os.path.exists(kept) else None
 
 
@@ -459,30 +555,20 @@ def main(argv):
     from_experiment, from_name = source(experiment, name)
     dataset, overrides = RUNS[from_experiment][from_name]
     workdir = os.path.join(_WORKDIRS.value, from_experiment, from_name)
-    path = os.path.join(workdir, RUN_FILE)
     if _SUMMARIZE_ONLY.value:
-      if os.path.exists(path):
-        with open(path, encoding='utf-8') as f:
-          result = ruled(json.load(f))
-      elif os.path.exists(os.path.join(workdir, CLOCK_FILE)):
-        if not glob.glob(os.path.join(workdir, '**', 'checkpoints'), recursive=True):
-          # A run packed on another machine (claims_all.sh's PACK) before it finished.
-          logging.warning('%s: unfinished and without its checkpoints; left out.', name)
-          continue
-        logging.info('%s: still training; its checkpoints so far are measured.', name)
-        result = measure(name, dataset, _run_config(dataset, overrides), workdir)
-      elif name in previous:
-        # Trained in an earlier session or on another machine, whose workdirs are gone.
-        logging.info('%s: not in %s; kept from the summary in %s.', name, workdir, _OUT.value)
-        result = previous[name]
-      else:
-        logging.warning('%s: no %s (not run); left out.', name, path)
+      # Seeds trained in an earlier session or on another machine, whose
+      # workdirs are gone, are kept from the summary already in --out.
+      result = collected(name, dataset, _run_config(dataset, overrides), workdir,
+                         previous.get(name))
+      if result is None:
+        logging.warning('%s: not in %s nor in %s; left out.', name, workdir, _OUT.value)
         continue
     else:
-      config = _run_config(dataset, overrides)
+      config, part = part_config(_run_config(dataset, overrides), _PART.value)
+      workdir = os.path.join(workdir, part) if part else workdir
       result = measured(workdir, config)
       if result is not None:
-        logging.info('%s: already trained and measured in %s.', name, path)
+        logging.info('%s: already trained and measured in %s.', name, workdir)
       else:
         result = train_and_measure(name, dataset, config, workdir)
     runs.append({**result, 'name': name})

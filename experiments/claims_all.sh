@@ -12,7 +12,9 @@
 # again with the same WORKDIRS to go on: stopped runs resume from their last
 # checkpoint and finished ones are kept.
 # CLAIMS_FLAGS adds flags to every claims.py command (a quick check:
-# CLAIMS_FLAGS='--num_gen_iters=20 --checkpoints=2 --num_seeds=1'); ONLY
+# CLAIMS_FLAGS='--num_gen_iters=20 --checkpoints=2 --num_seeds=1'; a part of
+# each run that fits one session or lease: CLAIMS_FLAGS='--seeds=0:2', then
+# '--seeds=2:5' elsewhere, and the summaries in OUT_DIR merge them); ONLY
 # names the runs to train, in the order given (e.g. ONLY='gaussians8-gan
 # gaussians8-wgan' trains the cheaper run first).
 # For a machine lent for minutes: DEADLINE=SECONDS stops every run that long

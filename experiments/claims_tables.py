@@ -38,7 +38,9 @@ def table(result: dict) -> str:
     cells += [', '.join(f'{x:+.2f}' for x in s[k]) if k in s else '' for k in rhos]
     flat = s.get('flat_from')
     cells.append('' if flat is None else ', '.join('-' if f is None else str(f) for f in flat))
-    cells.append(f'{r["train_seconds"]:.0f}' if r.get('train_seconds') else '')
+    parts = len(r.get('parts', ()))
+    cells.append((f'{r["train_seconds"]:.0f}' + (f' ({parts} parts)' if parts > 1 else ''))
+                 if r.get('train_seconds') else '')
     lines.append('| ' + ' | '.join(cells) + ' |')
   floors = {}
   for r in runs:

@@ -5,7 +5,8 @@ import os
 import shutil
 
 import numpy as np
-from absl import flags
+import pytest
+from absl import app, flags
 from absl.testing import flagsaver
 from PIL import Image
 
@@ -112,3 +113,66 @@ def test_a_summary_keeps_the_runs_whose_workdirs_are_elsewhere(tmp_path, capsys)
     assert claims.final_grid(summary['runs'][1]) == str(out / 'grids' / 'gaussians8-gan.png')
     assert claims.final_grid(summary['runs'][0]) is None
     assert 'gaussians8-gan' in capsys.readouterr().out
+
+
+def test_a_part_is_some_seeds_of_the_run():
+  config = claims.run_config(*claims.RUNS['mode_collapse']['gaussians8-gan'])
+  part, where = claims.part_config(config, '1:3')
+  assert (part.seed, part.num_seeds, where) == (config.seed + 1, 2, 'seeds_1-3')
+  assert claims.part_config(config, '0:5') == (config, '')
+  assert claims.part_config(config, '') == (config, '')
+  for bad in ('3:9', '2:2', 'two'):
+    with pytest.raises(app.UsageError, match='--seeds='):
+      claims.part_config(config, bad)
+
+
+def _with_seeds(run, numbers, last_iter=300, **settings):
+  run = json.loads(json.dumps(run))
+  seed = run['seeds'][0]
+  run['seeds'] = [{**seed, 'seed': n, 'workdir': f'/elsewhere/seed_{n}',
+                   'evaluation': [e for e in seed['evaluation'] if e['gen_iter'] <= last_iter]}
+                  for n in numbers]
+  run['settings'].update(seed=numbers[0], num_seeds=len(numbers), **settings)
+  run['reached'] = last_iter
+  return run
+
+
+def test_parts_trained_apart_merge_into_the_run():
+  config = claims.run_config(*claims.RUNS['loss_meaning']['gaussians8-wgan'])
+  base = _stored_run('gaussians8-wgan', 'gaussians8', '/gone')
+  earlier = _with_seeds(base, [0, 1])
+  del earlier['seeds'][0]['seed'], earlier['seeds'][1]['seed']  # numbered by their workdirs
+  parts = [earlier, _with_seeds(base, [2, 3, 4]),
+           _with_seeds(base, [1], last_iter=200),  # less far than the earlier seed 1
+           _with_seeds(base, [0], lr_critic=1.0)]  # other settings: not this run
+  run = claims.merged('gaussians8-wgan', config, parts)
+  assert [s['seed'] for s in run['seeds']] == [0, 1, 2, 3, 4]
+  assert [s['evaluation'][-1]['gen_iter'] for s in run['seeds']] == [300] * 5
+  assert [p['seeds'] for p in run['parts']] == [[0, 1], [2, 3, 4]]
+  assert run['train_seconds'] == 600.0 and run['reached'] == 300
+  assert run['settings'] == claims.settings(config)
+  assert len(run['summary']['w1']['values']) == 5
+  # Merged again with a new part, the parts so far stay as they were.
+  again = claims.merged('gaussians8-wgan', config, [run, _with_seeds(base, [4])])
+  assert [p['seeds'] for p in again['parts']] == [[0, 1], [2, 3], [4]]
+
+
+@pytest.mark.slow
+def test_a_run_trained_in_parts_is_summarised_whole(tmp_path):
+  out, workdirs = tmp_path / 'out', tmp_path / 'runs'
+  common = ['claims', '--experiment=loss_meaning', '--only=gaussians8-gan', '--num_seeds=3',
+            '--num_gen_iters=6', '--checkpoints=2', f'--out={out}', f'--workdirs={workdirs}',
+            '--set=warmup_gen_iters=0,ngf=8,ndf=8,batch_size=16']
+  with flagsaver.flagsaver():
+    for part in ('0:1', '1:3'):
+      flags.FLAGS(common + [f'--seeds={part}'])
+      claims.main([])
+    run_dir = workdirs / 'mode_collapse' / 'gaussians8-gan'
+    assert sorted(os.listdir(run_dir)) == ['seeds_0-1', 'seeds_1-3']
+    flags.FLAGS(common + ['--summarize_only'])
+    claims.main([])
+  run, = json.loads((out / 'loss_meaning.json').read_text())['runs']
+  assert [s['seed'] for s in run['seeds']] == [0, 1, 2]
+  assert [p['seeds'] for p in run['parts']] == [[0], [1, 2]]
+  assert [[e['gen_iter'] for e in s['evaluation']] for s in run['seeds']] == [[3, 6]] * 3
+  assert run['reached'] == 6 and run['settings']['num_seeds'] == 3
