@@ -89,3 +89,25 @@ def test_a_failing_seed_stops_the_run_with_its_one_line_error(tmp_path, tiny_con
   (tmp_path / 'seed_4' / 'samples').write_text('not a directory')
   with pytest.raises(UserError, match=r'^seed 4: cannot write to --workdir=.*seed_4'):
     train.train(config, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_a_stop_while_the_seeds_start_up_is_a_stop_not_a_crash(tmp_path, tiny_config,
+                                                               monkeypatch):
+  # SIGTERM reaches the seeds before they can take it (importing jax): they
+  # end by it, which is a stop with nothing trained (a resume starts afresh).
+  sent = []
+
+  class StoppedAtOnce(seed_processes._Seed):  # pylint: disable=protected-access
+
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      if not sent:  # once: a second SIGTERM would end this process
+        sent.append(True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(seed_processes, '_Seed', StoppedAtOnce)
+  config = tiny_config(seed=3, num_seeds=2, num_gen_iters=2, seeds_mode='processes')
+  with pytest.raises(preemption.Interrupted, match='the earliest 0 of 2.*resume with') as stopped:
+    train.train(config, str(tmp_path))
+  assert stopped.value.exit_status == 0 and stopped.value.gen_iter == 0

@@ -120,6 +120,7 @@ class _Seed:
     self.cores = cores
     self.done = 0
     self.outcome: tuple[str, object] | None = None
+    self.stop_signal: int | None = None
 
   def read(self) -> list[dict]:
     """The events that have come in whole (call when the pipe is readable)."""
@@ -127,10 +128,18 @@ class _Seed:
     if not data:  # the pipe closed: the process ended
       self.process.wait()
       if self.outcome is None:
-        self.outcome = ('crash', f'its process ended with exit code {self.process.returncode}')
+        if self.stop_signal is not None and self.process.returncode == -self.stop_signal:
+          # Stopped before it could take the signal (starting up): nothing trained to save.
+          self.outcome = ('interrupted', 0)
+        else:
+          self.outcome = ('crash', f'its process ended with exit code {self.process.returncode}')
       return []
     *lines, self._partial = (self._partial + data).split(b'\n')
     return [json.loads(line) for line in lines]
+
+  def stop(self, signum: int) -> None:
+    self.stop_signal = signum
+    self.process.send_signal(signum)
 
   def place(self, cores: set[int]) -> None:
     if cores != self.cores and self.process.returncode is None:
@@ -205,7 +214,7 @@ def train(config, workdir: str, data_shape, on_samples=None):
         stopping = True
         for p in procs:
           if p.outcome is None:
-            p.process.send_signal(stop.signum or signal.SIGTERM)
+            p.stop(stop.signum or signal.SIGTERM)
       bar.n = min(p.done for p in procs)
       bar.refresh()
       if len(procs) > len(cores) and time.monotonic() - last_balance > BALANCE_SECONDS:
