@@ -91,7 +91,6 @@ def test_a_failing_seed_stops_the_run_with_its_one_line_error(tmp_path, tiny_con
     train.train(config, str(tmp_path))
 
 
-@pytest.mark.slow
 def test_a_stop_while_the_seeds_start_up_is_a_stop_not_a_crash(tmp_path, tiny_config,
                                                                monkeypatch):
   # SIGTERM reaches the seeds before they can take it (importing jax): they
@@ -111,3 +110,23 @@ def test_a_stop_while_the_seeds_start_up_is_a_stop_not_a_crash(tmp_path, tiny_co
   with pytest.raises(preemption.Interrupted, match='the earliest 0 of 2.*resume with') as stopped:
     train.train(config, str(tmp_path))
   assert stopped.value.exit_status == 0 and stopped.value.gen_iter == 0
+
+
+def test_a_seed_killed_from_outside_stops_the_run_with_one_line(tmp_path, tiny_config,
+                                                                 monkeypatch):
+  started = []
+
+  class KilledOnStart(seed_processes._Seed):  # pylint: disable=protected-access
+
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      started.append(self)
+      if len(started) == 2:
+        os.kill(self.process.pid, signal.SIGKILL)
+
+  monkeypatch.setattr(seed_processes, '_Seed', KilledOnStart)
+  config = tiny_config(seed=3, num_seeds=2, num_gen_iters=400, seeds_mode='processes')
+  with pytest.raises(UserError, match=r'^seed 4: its process was killed by SIGKILL \(as the '
+                     r'out-of-memory killer does.*resume with: python -m wgan_jax.train'):
+    train.train(config, str(tmp_path))
+  assert started[0].outcome[0] == 'interrupted'  # the other seed was stopped, not failed

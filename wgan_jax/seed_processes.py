@@ -128,11 +128,14 @@ class _Seed:
     if not data:  # the pipe closed: the process ended
       self.process.wait()
       if self.outcome is None:
-        if self.stop_signal is not None and self.process.returncode == -self.stop_signal:
+        code = self.process.returncode
+        if self.stop_signal is not None and code == -self.stop_signal:
           # Stopped before it could take the signal (starting up): nothing trained to save.
           self.outcome = ('interrupted', 0)
+        elif code < 0:  # killed from outside: the out-of-memory killer, a user's kill
+          self.outcome = ('killed', -code)
         else:
-          self.outcome = ('crash', f'its process ended with exit code {self.process.returncode}')
+          self.outcome = ('crash', f'its process ended with exit code {code}')
       return []
     *lines, self._partial = (self._partial + data).split(b'\n')
     return [json.loads(line) for line in lines]
@@ -209,7 +212,8 @@ def train(config, workdir: str, data_shape, on_samples=None):
             p.outcome = (kind, payload)
       if first_failed is None:
         first_failed = next((p for p in procs
-                             if p.outcome and p.outcome[0] in ('error', 'crash')), None)
+                             if p.outcome and p.outcome[0] in ('error', 'crash', 'killed')),
+                            None)
       if (stop.signum is not None or first_failed) and not stopping:
         stopping = True
         for p in procs:
@@ -240,6 +244,13 @@ def train(config, workdir: str, data_shape, on_samples=None):
     kind, payload = p.outcome
     if kind == 'error':
       raise UserError(f'seed {seed}: {payload}')
+    if kind == 'killed':
+      name = signal.Signals(payload).name
+      why = (' (as the out-of-memory killer does: fewer seeds at once, or --seeds_mode=unroll '
+             'to train them in one process)') if payload == signal.SIGKILL else ''
+      raise UserError(
+          f'seed {seed}: its process was killed by {name}{why}; every seed keeps its last '
+          f'checkpoint; resume with: python -m wgan_jax.train --workdir={workdir}')
     if kind == 'crash':
       raise RuntimeError(f'seed {seed} failed: {payload}')
   stopped = [p.outcome[1] for p in procs if p.outcome[0] == 'interrupted']
