@@ -91,21 +91,28 @@ def test_a_failing_seed_stops_the_run_with_its_one_line_error(tmp_path, tiny_con
     train.train(config, str(tmp_path))
 
 
+def _after_each_start(monkeypatch, hook):
+  """Calls ``hook(seed, started)`` as each seed's process starts; returns ``started``."""
+  started = []
+
+  class Hooked(seed_processes._Seed):  # pylint: disable=protected-access
+
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      started.append(self)
+      hook(self, started)
+
+  monkeypatch.setattr(seed_processes, '_Seed', Hooked)
+  return started
+
+
 def test_a_stop_while_the_seeds_start_up_is_a_stop_not_a_crash(tmp_path, tiny_config,
                                                                monkeypatch):
   # SIGTERM reaches the seeds before they can take it (importing jax): they
   # end by it, which is a stop with nothing trained (a resume starts afresh).
-  sent = []
-
-  class StoppedAtOnce(seed_processes._Seed):  # pylint: disable=protected-access
-
-    def __init__(self, *args, **kwargs):
-      super().__init__(*args, **kwargs)
-      if not sent:  # once: a second SIGTERM would end this process
-        sent.append(True)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-  monkeypatch.setattr(seed_processes, '_Seed', StoppedAtOnce)
+  # Sent once: a second SIGTERM would end this process.
+  _after_each_start(monkeypatch, lambda seed, started: len(started) == 1 and os.kill(
+      os.getpid(), signal.SIGTERM))
   config = tiny_config(seed=3, num_seeds=2, num_gen_iters=2, seeds_mode='processes')
   with pytest.raises(preemption.Interrupted, match='the earliest 0 of 2.*resume with') as stopped:
     train.train(config, str(tmp_path))
@@ -114,17 +121,8 @@ def test_a_stop_while_the_seeds_start_up_is_a_stop_not_a_crash(tmp_path, tiny_co
 
 def test_a_seed_killed_from_outside_stops_the_run_with_one_line(tmp_path, tiny_config,
                                                                  monkeypatch):
-  started = []
-
-  class KilledOnStart(seed_processes._Seed):  # pylint: disable=protected-access
-
-    def __init__(self, *args, **kwargs):
-      super().__init__(*args, **kwargs)
-      started.append(self)
-      if len(started) == 2:
-        os.kill(self.process.pid, signal.SIGKILL)
-
-  monkeypatch.setattr(seed_processes, '_Seed', KilledOnStart)
+  started = _after_each_start(monkeypatch, lambda seed, started: len(started) == 2 and os.kill(
+      seed.process.pid, signal.SIGKILL))
   config = tiny_config(seed=3, num_seeds=2, num_gen_iters=400, seeds_mode='processes')
   with pytest.raises(UserError, match=r'^seed 4: its process was killed by SIGKILL \(as the '
                      r'out-of-memory killer does.*resume with: python -m wgan_jax.train'):
