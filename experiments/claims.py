@@ -419,6 +419,14 @@ def _band(runs_seeds: list[dict], measure: str, x: str):
   return xs, ys.mean(0), ys.min(0), ys.max(0)
 
 
+def y_scale(run_maxima: list[float]) -> str:
+  """'symlog' when one run's measure is thousands of times another's (a
+  collapsed generator's unbounded pixels put its FD at 1e7-1e8), so that the
+  runs that train stay readable beside it; 'linear' otherwise."""
+  peaks = [abs(v) for v in run_maxima if np.isfinite(v)]
+  return 'symlog' if len(peaks) > 1 and max(peaks) > 1e3 * max(min(peaks), 1.0) else 'linear'
+
+
 def figure(result: dict, x: str = 'gen_iter') -> str:
   """One column per dataset; the training signal on top, then each measure
   over generator iterations (``x='gen_iter'``) or wall-clock seconds; one
@@ -434,6 +442,8 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
   # One colour per label (the loss, the variant) in every column.
   labels = list(dict.fromkeys(r['name'].removeprefix(r['dataset'] + '-') for r in runs))
   for col, dataset in enumerate(datasets):
+    peaks = {row: [] for row in range(1, len(rows))}
+    lows = {row: [0.0] for row in range(1, len(rows))}
     for r in [r for r in runs if r['dataset'] == dataset]:
       label = r['name'].removeprefix(dataset + '-')
       seeds = r['seeds']
@@ -461,10 +471,18 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
         xs, mean, lo, hi = _band(seeds, m, x)
         axes[row, col].plot(xs, mean, 'o-', ms=2, lw=1.2, color=line.get_color(), label=label)
         axes[row, col].fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+        peaks[row].append(float(np.nanmax(np.abs(hi))))
+        lows[row].append(float(np.nanmin(lo)))
         floor = seeds[0]['evaluation'][-1].get(f'{m}_floor')
         if floor is not None:
           axes[row, col].axhline(floor, color='k', ls=':', lw=0.8)
+          lows[row].append(floor)
         axes[row, col].set_ylabel(m, fontsize=8)
+    for row, run_maxima in peaks.items():
+      if y_scale(run_maxima) == 'symlog':
+        axes[row, col].set_yscale('symlog', linthresh=1.0)
+        # Left to itself symlog mirrors the axis into decades below zero no measure reaches.
+        axes[row, col].set_ylim(bottom=2 * min(lows[row]))
     axes[0, col].set_title(dataset)
     axes[0, col].legend(fontsize=7)
     axes[-1, col].set_xlabel('generator iterations' if x == 'gen_iter'

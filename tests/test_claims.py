@@ -50,6 +50,16 @@ def test_a_warm_up_spike_does_not_hide_a_later_drift():
   assert _rule(np.where(t < 25, 50.0, 1.0)) <= 50
 
 
+def test_a_measure_axis_goes_logarithmic_only_when_one_run_dwarfs_the_others():
+  # The mnist5k architectures: an MLP-generator GAN at FD 1.5e8 beside runs at 300.
+  assert claims.y_scale([1.5e8, 1000.0, 300.0]) == 'symlog'
+  assert claims.y_scale([1000.0, 300.0, 22.0]) == 'linear'
+  # Measures near zero (mode KL, KID at the floor) are not thousands of times apart.
+  assert claims.y_scale([2.3, 0.002]) == 'linear'
+  assert claims.y_scale([5e7]) == 'linear'
+  assert claims.y_scale([5e7, float('nan')]) == 'linear'
+
+
 def test_summarize_applies_the_rule_again_to_a_stored_run():
   t = list(range(200))
   falling = {'gen_iter': t, 'median': [1.0 - 0.9 * i / 199 for i in t], 'flat_from': 0}
