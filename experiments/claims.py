@@ -411,11 +411,17 @@ def at(curve_: dict, gen_iter: int) -> float:
 
 
 def _band(runs_seeds: list[dict], measure: str, x: str):
-  """x values and the mean, min and max over seeds of ``measure``."""
+  """x values and the mean, min and max over seeds of ``measure``, at the
+  first seed's checkpoints whose x is known."""
   n = min(len(s['evaluation']) for s in runs_seeds)  # parts still training stop early
-  xs = [[e.get(x) for e in s['evaluation'][:n]] for s in runs_seeds]
   ys = np.array([[e[measure] for e in s['evaluation'][:n]] for s in runs_seeds], np.float64)
-  xs = np.array([np.nan if v is None else v for v in xs[0]], np.float64)
+  xs = [runs_seeds[0]['evaluation'][i].get(x) for i in range(n)]
+  # Seeds in processes of their own stop a few iterations apart on a SIGTERM
+  # and the run's clock times one of those checkpoints: the others have no
+  # seconds, and a gap there would break the curve.
+  known = np.array([v is not None for v in xs])
+  xs = np.array([v for v in xs if v is not None], np.float64)
+  ys = ys[:, known]
   return xs, ys.mean(0), ys.min(0), ys.max(0)
 
 
@@ -497,11 +503,12 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
   return path
 
 
-def final_grid(run: dict) -> str | None:
+def final_grid(run: dict, experiment: str) -> str | None:
   """The run's newest sample grid (of its first seed on this machine), copied
   to ``OUT/grids/<run>.png`` so that a later summary without the workdirs
-  (another session, another machine) still shows it; that copy when they are gone."""
-  kept = os.path.join(_OUT.value, 'grids', f'{run["name"]}.png')
+  (another session, another machine) still shows it; that copy when they are
+  gone. A run read from another (``SAME_AS``) shares that run's copy."""
+  kept = os.path.join(_OUT.value, 'grids', f'{source(experiment, run["name"])[1]}.png')
   for seed in run['seeds']:
     samples = os.path.join(seed['workdir'], 'samples')
     names = sorted(n for n in os.listdir(samples) if n.startswith(('fake_', 'scatter_'))
@@ -533,7 +540,7 @@ def samples_figure(result: dict) -> str:
   for ax in axes.flat:
     ax.set_axis_off()
   for ax, r in zip(axes.flat, runs):
-    grid = final_grid(r)
+    grid = final_grid(r, result['experiment'])
     if grid is None:  # stopped before its first grid, or trained where no copy was kept
       ax.set_title(f'{r["name"]}: no grid here', fontsize=8)
       continue

@@ -60,6 +60,24 @@ def test_a_measure_axis_goes_logarithmic_only_when_one_run_dwarfs_the_others():
   assert claims.y_scale([5e7, float('nan')]) == 'linear'
 
 
+def test_a_checkpoint_without_seconds_is_left_out_of_the_seconds_curve():
+  # mnist5k-adam: SIGTERM stopped seed 0 at 2,634 and seed 1 at 2,601; the clock timed 2,601.
+  seeds = [{'evaluation': [{'gen_iter': 2500, 'seconds': 2298.0, 'fd': 146.0},
+                           {'gen_iter': 2634, 'seconds': None, 'fd': 145.0},
+                           {'gen_iter': 3000, 'seconds': 2713.0, 'fd': 132.0}]},
+           {'evaluation': [{'gen_iter': 2500, 'seconds': 2298.0, 'fd': 130.0},
+                           {'gen_iter': 2601, 'seconds': 2402.0, 'fd': 127.0},
+                           {'gen_iter': 3000, 'seconds': 2713.0, 'fd': 116.0}]}]
+  xs, mean, lo, hi = claims._band(seeds, 'fd', 'seconds')  # pylint: disable=protected-access
+  np.testing.assert_array_equal(xs, [2298.0, 2713.0])
+  np.testing.assert_allclose(mean, [138.0, 124.0])
+  np.testing.assert_array_equal(lo, [130.0, 116.0])
+  np.testing.assert_array_equal(hi, [146.0, 132.0])
+  xs, mean, _, _ = claims._band(seeds, 'fd', 'gen_iter')  # pylint: disable=protected-access
+  np.testing.assert_array_equal(xs, [2500, 2634, 3000])
+  np.testing.assert_allclose(mean, [138.0, 136.0, 124.0])
+
+
 def test_summarize_applies_the_rule_again_to_a_stored_run():
   t = list(range(200))
   falling = {'gen_iter': t, 'median': [1.0 - 0.9 * i / 199 for i in t], 'flat_from': 0}
@@ -120,8 +138,14 @@ def test_a_summary_keeps_the_runs_whose_workdirs_are_elsewhere(tmp_path, capsys)
     claims.main([])
     summary = json.loads((out / 'loss_meaning.json').read_text())
     assert [r['name'] for r in summary['runs']] == ['gaussians8-wgan', 'gaussians8-gan']
-    assert claims.final_grid(summary['runs'][1]) == str(out / 'grids' / 'gaussians8-gan.png')
-    assert claims.final_grid(summary['runs'][0]) is None
+    assert claims.final_grid(summary['runs'][1], 'loss_meaning') == str(
+        out / 'grids' / 'gaussians8-gan.png')
+    assert claims.final_grid(summary['runs'][0], 'loss_meaning') is None
+    # The optimisers' RMSProp arm is the loss experiment's MNIST WGAN: one copy, under that name.
+    (out / 'grids' / 'mnist5k-wgan.png').write_bytes(b'png')
+    rmsprop = {'name': 'mnist5k-rmsprop', 'seeds': [{'workdir': '/gone/seed_0'}]}
+    assert claims.final_grid(rmsprop, 'optimizers') == str(out / 'grids' / 'mnist5k-wgan.png')
+    assert sorted(os.listdir(out / 'grids')) == ['gaussians8-gan.png', 'mnist5k-wgan.png']
     assert 'gaussians8-gan' in capsys.readouterr().out
 
 
