@@ -415,14 +415,12 @@ def _band(runs_seeds: list[dict], measure: str, x: str):
   first seed's checkpoints whose x is known."""
   n = min(len(s['evaluation']) for s in runs_seeds)  # parts still training stop early
   ys = np.array([[e[measure] for e in s['evaluation'][:n]] for s in runs_seeds], np.float64)
-  xs = [runs_seeds[0]['evaluation'][i].get(x) for i in range(n)]
+  xs = np.array([e.get(x) for e in runs_seeds[0]['evaluation'][:n]], np.float64)  # None: nan
   # Seeds in processes of their own stop a few iterations apart on a SIGTERM
   # and the run's clock times one of those checkpoints: the others have no
   # seconds, and a gap there would break the curve.
-  known = np.array([v is not None for v in xs])
-  xs = np.array([v for v in xs if v is not None], np.float64)
-  ys = ys[:, known]
-  return xs, ys.mean(0), ys.min(0), ys.max(0)
+  known = ~np.isnan(xs)
+  return xs[known], ys[:, known].mean(0), ys[:, known].min(0), ys[:, known].max(0)
 
 
 def y_scale(run_maxima: list[float]) -> str:
