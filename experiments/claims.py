@@ -410,12 +410,39 @@ def at(curve_: dict, gen_iter: int) -> float:
 # --- figures ---------------------------------------------------------------------
 
 
+def _matched(runs_seeds: list[dict]) -> list[list[int]]:
+  """Per checkpoint that every seed has, the index of it in each seed's list.
+
+  The first seed's checkpoints lead; another seed's nearest one matches when it
+  lies within half the first seed's spacing there. So seeds that one SIGTERM
+  stopped a few iterations apart match, while a checkpoint only one part of a
+  run has (its own SIGTERM) or a part still training has not reached is left
+  out, and no seed's curve shifts by a checkpoint.
+  """
+  first = [e['gen_iter'] for e in runs_seeds[0]['evaluation']]
+  others = [[e['gen_iter'] for e in s['evaluation']] for s in runs_seeds[1:]]
+  rows = []
+  for i, t in enumerate(first):
+    tol = min((abs(t - first[j]) for j in (i - 1, i + 1) if 0 <= j < len(first)),
+              default=np.inf) / 2
+    row = [i]
+    for its in others:
+      j = min(range(len(its)), key=lambda j: abs(its[j] - t))
+      if abs(its[j] - t) >= tol:
+        break
+      row.append(j)
+    else:
+      rows.append(row)
+  return rows
+
+
 def _band(runs_seeds: list[dict], measure: str, x: str):
   """x values and the mean, min and max over seeds of ``measure``, at the
-  first seed's checkpoints whose x is known."""
-  n = min(len(s['evaluation']) for s in runs_seeds)  # parts still training stop early
-  ys = np.array([[e[measure] for e in s['evaluation'][:n]] for s in runs_seeds], np.float64)
-  xs = np.array([e.get(x) for e in runs_seeds[0]['evaluation'][:n]], np.float64)  # None: nan
+  checkpoints every seed has (``_matched``) whose x the first seed knows."""
+  rows = _matched(runs_seeds)
+  ys = np.array([[s['evaluation'][row[k]][measure] for row in rows]
+                 for k, s in enumerate(runs_seeds)], np.float64).reshape(len(runs_seeds), -1)
+  xs = np.array([runs_seeds[0]['evaluation'][row[0]].get(x) for row in rows], np.float64)
   # Seeds in processes of their own stop a few iterations apart on a SIGTERM
   # and the run's clock times one of those checkpoints: the others have no
   # seconds, and a gap there would break the curve.

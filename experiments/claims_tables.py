@@ -84,7 +84,10 @@ def curves(result: dict) -> str:
         if done[i] < 0.9 * target:
           cells.append('')
           continue
-        mean = sum(e[i][k] for e in evaluations) / len(evaluations)
+        # Each seed's own nearest checkpoint: parts of a run trained apart
+        # have checkpoints (a SIGTERM's) that the others lack.
+        near = [min(e, key=lambda c: abs(c['gen_iter'] - done[i])) for e in evaluations]
+        mean = sum(c[k] for c in near) / len(near)
         seconds = evaluations[0][i].get('seconds')
         cells.append(f'{mean:.3g} at {done[i]:,}' + (f' ({seconds:,.0f} s)' if seconds else ''))
       lines.append(f'| {r["name"]} | ' + ' | '.join(cells) + ' |')

@@ -10,7 +10,7 @@ from absl import app, flags
 from absl.testing import flagsaver
 from PIL import Image
 
-from experiments import claims
+from experiments import claims, claims_tables
 from wgan_jax import runtime, visualize
 
 
@@ -76,6 +76,34 @@ def test_a_checkpoint_without_seconds_is_left_out_of_the_seconds_curve():
   xs, mean, _, _ = claims._band(seeds, 'fd', 'gen_iter')  # pylint: disable=protected-access
   np.testing.assert_array_equal(xs, [2500, 2634, 3000])
   np.testing.assert_allclose(mean, [138.0, 136.0, 124.0])
+
+
+def test_seeds_of_parts_trained_apart_are_matched_by_iteration():
+  # The ring's WGAN-GP: a SIGTERM stopped the part of seeds 0-1 at 10,472 and
+  # 10,473; the part of seeds 2-3 ran through; a third part is still training.
+  def seed(extra, last, w1):
+    its = [10000] + extra + [11000, 20000][:last]
+    return {'evaluation': [{'gen_iter': t, 'seconds': float(t), 'w1': w1 + t / 1e4} for t in its]}
+  seeds = [seed([10472], 2, 0.0), seed([10473], 2, 1.0), seed([], 2, 2.0), seed([], 2, 3.0)]
+  xs, mean, lo, hi = claims._band(seeds, 'w1', 'gen_iter')  # pylint: disable=protected-access
+  np.testing.assert_array_equal(xs, [10000, 11000, 20000])
+  np.testing.assert_allclose(mean, [2.5, 2.6, 3.5])
+  np.testing.assert_allclose(lo, [1.0, 1.1, 2.0])
+  np.testing.assert_allclose(hi, [4.0, 4.1, 5.0])
+  xs, mean, _, _ = claims._band(seeds + [seed([], 1, 4.0)], 'w1', 'gen_iter')  # pylint: disable=protected-access
+  np.testing.assert_array_equal(xs, [10000, 11000])
+  np.testing.assert_allclose(mean, [3.0, 3.1])
+
+
+def test_the_tables_read_each_seed_at_its_own_nearest_checkpoint():
+  def seed(its, w1):
+    return {'evaluation': [{'gen_iter': t, 'seconds': float(t), 'w1': w1} for t in its]}
+  run = {'name': 'gaussians8-wgan-gp', 'summary': {'w1': {}}, 'settings': {'num_gen_iters': 20000},
+         'seeds': [seed([1000, 2000, 5000, 10000, 10472, 15000, 20000], 1.0),
+                   seed([1000, 2000, 5000, 10000, 15000, 20000], 3.0)]}
+  row = claims_tables.curves({'runs': [run]}).splitlines()[4]
+  assert row == ('| gaussians8-wgan-gp | 2 at 1,000 (1,000 s) | 2 at 2,000 (2,000 s) | 2 at 5,000 (5,000 s) '
+                 '| 2 at 10,000 (10,000 s) | 2 at 15,000 (15,000 s) | 2 at 20,000 (20,000 s) |')
 
 
 def test_summarize_applies_the_rule_again_to_a_stored_run():
