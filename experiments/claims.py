@@ -87,6 +87,11 @@ RUNS = {
     'mode_collapse': {
         f'{data}-{loss}': (data, dict(loss=loss, num_seeds=5))
         for data in ('gaussians8', 'gaussians25', 'stacked_mnist5k') for loss in LOSSES
+    } | {
+        # WGAN-GP's preset is the paper's (Algorithm 1, tuned for images); its
+        # authors' toy script (gan_toy.py) used these on the 2-D mixtures.
+        f'{data}-wgan-gp-toy': (data, dict(loss='wgan-gp', gp_weight=0.1, beta1=0.5, num_seeds=5))
+        for data in ('gaussians8', 'gaussians25')
     },
     'loss_meaning': {
         f'{data}-{loss}': (data, dict(loss=loss, num_seeds=2 if data == 'mnist5k' else 5))
@@ -270,14 +275,30 @@ def measured(workdir: str, config) -> dict | None:
       result = json.load(f)
   except FileNotFoundError:
     return None
-  return result if result.get('settings') == settings(config) else None
+  return result if same_settings(result.get('settings', {}), config) else None
 
 
 def settings(config) -> dict:
   keys = ('dataset', 'loss', 'generator', 'critic', 'no_bn', 'critic_bn', 'ngf', 'ndf', 'nz',
           'image_size', 'channels', 'batch_size', 'optimizer', 'lr_critic', 'lr_gen', 'beta1',
           'clip', 'n_critic', 'num_gen_iters', 'num_seeds', 'seed', 'compute_dtype')
-  return {k: config.get(k) for k in keys if k in config}
+  kept = {k: config.get(k) for k in keys if k in config}
+  if config.get('loss') == 'wgan-gp':
+    kept['gp_weight'] = config.get('gp_weight')
+  return kept
+
+
+# Settings recorded only since runs began to differ in them, with the value
+# every run measured before then had.
+RECORDED_LATER = {'gp_weight': 10.0}
+
+
+def same_settings(stored: dict, config, ignore: tuple[str, ...] = ()) -> bool:
+  """Whether a stored run's settings are those of ``config`` (but ``ignore``)."""
+  mine = settings(config)
+  theirs = {**{k: v for k, v in RECORDED_LATER.items() if k in mine}, **stored}
+  return ({k: v for k, v in theirs.items() if k not in ignore}
+          == {k: v for k, v in mine.items() if k not in ignore})
 
 
 def curve(records: list[dict]) -> dict:
@@ -362,10 +383,9 @@ def _seed_number(seed: dict, result: dict, k: int) -> int:
 
 def merged(name: str, config, results: list[dict]) -> dict:
   """One run from several results holding seeds of it (parts trained apart)."""
-  mine = {k: v for k, v in settings(config).items() if k not in ('seed', 'num_seeds')}
   by_seed = {}
   for i, r in enumerate(results):
-    if {k: v for k, v in r['settings'].items() if k not in ('seed', 'num_seeds')} != mine:
+    if not same_settings(r['settings'], config, ignore=('seed', 'num_seeds')):
       logging.warning('%s: seeds %s were trained with other settings; left out.', name,
                       [_seed_number(s, r, k) for k, s in enumerate(r['seeds'])])
       continue

@@ -219,6 +219,27 @@ def test_parts_trained_apart_merge_into_the_run():
   assert [p['seeds'] for p in again['parts']] == [[0, 1], [2, 3], [4]]
 
 
+def test_the_gradient_penalty_weight_tells_wgan_gp_runs_apart():
+  preset, toy = (claims.run_config(*claims.RUNS['mode_collapse'][f'gaussians8-wgan-gp{v}'])
+                 for v in ('', '-toy'))
+  assert (preset.gp_weight, preset.beta1, toy.gp_weight, toy.beta1) == (10.0, 0.0, 0.1, 0.5)
+  assert 'gp_weight' not in claims.settings(
+      claims.run_config(*claims.RUNS['mode_collapse']['gaussians8-wgan']))
+  base = _stored_run('gaussians8-wgan', 'gaussians8', '/gone')
+  # Measured before the weight was recorded: it was the default, 10.
+  before = _with_seeds(base, [0, 1])
+  before['settings'] = {k: v for k, v in claims.settings(preset).items() if k != 'gp_weight'}
+  assert claims.same_settings(before['settings'], preset, ignore=('seed', 'num_seeds'))
+  assert not claims.same_settings(before['settings'], toy, ignore=('seed', 'num_seeds'))
+  no_beta = dict(before['settings'], beta1=0.5)  # the weight alone tells the toy run apart
+  assert not claims.same_settings(no_beta, toy, ignore=('seed', 'num_seeds'))
+  later = _with_seeds(base, [2])
+  later['settings'] = dict(claims.settings(preset), seed=2, num_seeds=1)
+  run = claims.merged('gaussians8-wgan-gp', preset, [before, later])
+  assert [s['seed'] for s in run['seeds']] == [0, 1, 2]
+  assert run['settings']['gp_weight'] == 10.0
+
+
 @pytest.mark.slow
 def test_a_run_trained_in_parts_is_summarised_whole(tmp_path):
   out, workdirs = tmp_path / 'out', tmp_path / 'runs'
