@@ -347,7 +347,9 @@ def summary(seeds: list[dict]) -> dict:
       for s in seeds:
         xs = [at(s['training'], e['gen_iter']) for e in s['evaluation']]
         ys = [e[m] for e in s['evaluation']]
-        rhos.append(float(stats.spearmanr(xs, ys).statistic))
+        # Undefined (nan) where either never changes, e.g. 10 of 10 digits throughout.
+        constant = len(set(xs)) < 2 or len(set(ys)) < 2
+        rhos.append(float('nan') if constant else float(stats.spearmanr(xs, ys).statistic))
       out[f'spearman_{m}'] = rhos
   return out
 

@@ -21,6 +21,12 @@ def _cell(stat: dict) -> str:
   return f'{stat["mean"]:.3g} ± {stat["std"]:.2g}'
 
 
+def _rho(x: float) -> str:
+  # A measure equal at every checkpoint (10 of 10 digits throughout) has no
+  # ranks to correlate: spearmanr's nan.
+  return 'n/a' if x != x else f'{x:+.2f}'
+
+
 def table(result: dict) -> str:
   runs = result['runs']
   keys = [k for k in MEASURES if any(k in r['summary'] for r in runs)]
@@ -35,7 +41,7 @@ def table(result: dict) -> str:
     iters = str(total) if reached >= total else f'{reached} of {total} (training)'
     cells = [r['name'], str(len(r['seeds'])), iters]
     cells += [_cell(s[k]) if k in s else '' for k in keys]
-    cells += [', '.join(f'{x:+.2f}' for x in s[k]) if k in s else '' for k in rhos]
+    cells += [', '.join(map(_rho, s[k])) if k in s else '' for k in rhos]
     flat = s.get('flat_from')
     cells.append('' if flat is None else ', '.join('-' if f is None else str(f) for f in flat))
     parts = len(r.get('parts', ()))
@@ -49,8 +55,11 @@ def table(result: dict) -> str:
     if found:
       floors.setdefault(r['dataset'], ', '.join(found))
   note = ''
+  if any(x != x for r in runs for k in rhos for x in r['summary'].get(k, ())):
+    note += ('\nSpearman n/a: the measure was the same at every checkpoint of that seed, '
+             'so it has no ranks to correlate.')
   if floors:
-    note = ('\nReal data of the same size (the floor): ' + '; '.join(
+    note += ('\nReal data of the same size (the floor): ' + '; '.join(
         f'{d}: {text}' for d, text in floors.items()) + '.')
   wall = result.get('wall_seconds') or 0
   took = f'; the command took {wall / 60:.0f} min' if wall > 1 else ''

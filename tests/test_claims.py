@@ -106,6 +106,18 @@ def test_the_tables_read_each_seed_at_its_own_nearest_checkpoint():
                  '| 2 at 10,000 (10,000 s) | 2 at 15,000 (15,000 s) | 2 at 20,000 (20,000 s) |')
 
 
+def test_a_correlation_with_a_constant_measure_reads_n_a_not_nan():
+  evaluation = [{'gen_iter': t, 'modes': 10, 'fd': 100.0 / t} for t in (1000, 2000, 3000)]
+  training = {'gen_iter': [1000, 2000, 3000], 'median': [3.0, 2.0, 1.0], 'flat_from': None}
+  seeds = [{'training': training, 'evaluation': evaluation}]
+  run = {'name': 'mnist5k-wgan', 'dataset': 'mnist5k', 'settings': {'num_gen_iters': 3000},
+         'seeds': seeds, 'summary': claims.summary(seeds), 'train_seconds': 9.0}
+  text = claims_tables.table({'runs': [run], 'machine': runtime.machine()})
+  row = text.splitlines()[2].split(' | ')
+  assert 'n/a' in row and '+1.00' in row and 'nan' not in text.replace('n/a', '')
+  assert 'no ranks to correlate' in text
+
+
 def test_summarize_applies_the_rule_again_to_a_stored_run():
   t = list(range(200))
   falling = {'gen_iter': t, 'median': [1.0 - 0.9 * i / 199 for i in t], 'flat_from': 0}
