@@ -26,7 +26,8 @@ run already measured with the same settings is not trained again.
 The stopping rule: a run has flattened once the median-filtered training
 signal (the Wasserstein estimate; the discriminator's loss for the GAN;
 window 5% of the run) stays, from then to the end, within ``FLAT_TOLERANCE``
-(10%) of the signal's size around its final value; the rule is met when that
+(10%) of the signal's size around its final value (read half a window before
+the end, the last point whose window is whole); the rule is met when that
 happened before the last quarter of the run began. The size is the larger of
 the final value and the value at a tenth of the run: not the run's range,
 since the warm-up's 100 critic steps per iteration make the first estimates
@@ -310,20 +311,34 @@ def curve(records: list[dict]) -> dict:
   median = visualize.median_filter(values, window)
   gen_iter = [r['gen_iter'] for r in records]
   return {'key': key, 'gen_iter': gen_iter, 'median': median.tolist(), 'window': window,
-          'flat_from': flattened_at(gen_iter, median)}
+          'flat_from': flattened_at(gen_iter, median, window)}
 
 
-def flattened_at(gen_iter, median, tolerance: float = FLAT_TOLERANCE) -> int | None:
+def settled(curve_: dict) -> int:
+  """How many points of a curve have their whole median window: those in the
+  last half window lean on fewer values (and, in curves stored before
+  ``visualize.median_filter`` shrank its window at the ends, on copies of the
+  last one), so the rule and the checkpoints read the signal up to there."""
+  gen_iter = np.asarray(curve_['gen_iter'])
+  end = gen_iter[-1] - curve_.get('window', 1) // 2
+  return max(1, int(np.searchsorted(gen_iter, end, side='right')))
+
+
+def flattened_at(gen_iter, median, window: int = 1,
+                 tolerance: float = FLAT_TOLERANCE) -> int | None:
   """The generator iteration from which the median-filtered signal stays
   within ``tolerance`` of the signal's size (its final value or, if larger,
   its value at a tenth of the run) of its final value; None when that is not
-  before the last quarter of the run (the rule is not met)."""
+  before the last quarter of the run (the rule is not met). The final value
+  is the last one with a whole window (``settled``)."""
   median = np.asarray(median, np.float64)
   n = len(median)
   if n < 8:
     return None
-  band = tolerance * max(abs(median[-1]), abs(median[n // 10]), 1e-12)
-  outside = np.nonzero(np.abs(median - median[-1]) > band)[0]
+  full = settled({'gen_iter': gen_iter, 'window': window})
+  final = median[full - 1]
+  band = tolerance * max(abs(final), abs(median[n // 10]), 1e-12)
+  outside = np.nonzero(np.abs(median[:full] - final) > band)[0]
   first = 0 if len(outside) == 0 else outside[-1] + 1
   return int(gen_iter[first]) if first <= n - n // 4 else None
 
@@ -418,15 +433,17 @@ def merged(name: str, config, results: list[dict]) -> dict:
 def ruled(result: dict) -> dict:
   """A measured run with the stopping rule (and its summary) applied again."""
   for s in result['seeds']:
-    s['training']['flat_from'] = flattened_at(s['training']['gen_iter'], s['training']['median'])
+    c = s['training']
+    c['flat_from'] = flattened_at(c['gen_iter'], c['median'], c.get('window', 1))
   result['summary'] = summary(result['seeds'])
   return result
 
 
 def at(curve_: dict, gen_iter: int) -> float:
-  """The median-filtered signal at (or just before) a generator iteration."""
+  """The median-filtered signal at (or just before) a generator iteration; in
+  the run's last half window, where the window last fits (``settled``)."""
   i = int(np.searchsorted(curve_['gen_iter'], gen_iter, side='right')) - 1
-  return curve_['median'][max(i, 0)]
+  return curve_['median'][max(min(i, settled(curve_) - 1), 0)]
 
 
 # --- figures ---------------------------------------------------------------------
@@ -510,9 +527,10 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
         to_x = lambda it, its=its, secs=secs: np.interp(it, its, secs)  # noqa: E731
       # Each run's signal scaled to its own range: WGAN estimates and GAN
       # losses differ in units, what matters here is where each flattens.
-      median = np.asarray(c['median'])
+      full = settled(c)
+      median = np.asarray(c['median'][:full])
       scaled = (median - median.min()) / max(np.ptp(median), 1e-12)
-      line = axes[0, col].plot(to_x(c['gen_iter']), scaled, lw=1.2, label=label,
+      line = axes[0, col].plot(to_x(c['gen_iter'][:full]), scaled, lw=1.2, label=label,
                                color=f'C{labels.index(label)}')[0]
       if c['flat_from'] is not None:
         axes[0, col].axvline(to_x(c['flat_from']), color=line.get_color(), ls=':', lw=0.8)
@@ -568,10 +586,11 @@ def final_grid(run: dict, experiment: str) -> str | None:
 
 
 def previous_runs(experiment: str) -> dict[str, dict]:
-  """The runs of the experiment's summary already in ``--out``, by name."""
+  """The runs of the experiment's summary already in ``--out``, by name, with
+  the stopping rule applied again."""
   try:
     with open(os.path.join(_OUT.value, f'{experiment}.json'), encoding='utf-8') as f:
-      return {r['name']: r for r in json.load(f)['runs']}
+      return {r['name']: ruled(r) for r in json.load(f)['runs']}
   except FileNotFoundError:
     return {}
 

@@ -17,7 +17,7 @@ from wgan_jax import runtime, visualize
 def _rule(values):
   values = np.asarray(values, np.float64)
   window = max(1, len(values) // 20)
-  return claims.flattened_at(np.arange(len(values)), visualize.median_filter(values, window))
+  return claims.flattened_at(np.arange(len(values)), visualize.median_filter(values, window), window)
 
 
 def test_a_signal_that_falls_then_levels_off_flattens_at_the_knee():
@@ -48,6 +48,28 @@ def test_a_warm_up_spike_does_not_hide_a_later_drift():
   signal = np.where(t < 25, 50.0, 1.0 - 0.5 * t / t[-1])
   assert _rule(signal) is None
   assert _rule(np.where(t < 25, 50.0, 1.0)) <= 50
+
+
+def test_the_last_estimate_of_a_run_does_not_unsettle_a_flat_signal():
+  # A WGAN run ending on a multiple of 500 logs its last estimate after 100
+  # critic steps, well above the rest; it must not move the final value.
+  rng = np.random.default_rng(2)
+  t = np.arange(2000)
+  signal = 0.02 + np.exp(-t / 100.0) + 0.002 * rng.standard_normal(t.size)
+  signal[-1] = 0.3
+  window = len(t) // 20
+  assert _rule(signal) is not None
+  # Curves stored before the filter shrank its window at the ends: the edge
+  # padded with copies of the last value, which then set the median there.
+  half = window // 2
+  padded = np.median(np.lib.stride_tricks.sliding_window_view(
+      np.pad(signal, half, mode='edge'), 2 * half + 1), axis=1)
+  assert padded[-1] > 0.1
+  assert claims.flattened_at(t, padded, window) is not None
+  assert claims.flattened_at(t, padded) is None  # read at its very end, it is not
+  stored = {'gen_iter': t.tolist(), 'median': padded.tolist(), 'window': window}
+  assert claims.at(stored, 1999) == pytest.approx(padded[1999 - half])
+  assert claims.at(stored, 1000) == padded[1000]
 
 
 def test_a_measure_axis_goes_logarithmic_only_when_one_run_dwarfs_the_others():
@@ -171,6 +193,8 @@ def test_a_summary_keeps_the_runs_whose_workdirs_are_elsewhere(tmp_path, capsys)
     summary = json.loads((out / 'loss_meaning.json').read_text())
     assert [r['name'] for r in summary['runs']] == ['gaussians8-wgan', 'gaussians8-gan']
     assert summary['runs'][0]['seeds'][0]['evaluation'][-1]['w1'] == 0.2
+    # The stored run's rule is applied again: 1/i is within 10% of 1/293 from 151 on.
+    assert summary['runs'][0]['summary']['flat_from'] == [151]
     assert os.listdir(out / 'grids') == ['gaussians8-gan.png']
 
     shutil.rmtree(workdirs)

@@ -35,6 +35,11 @@ def test_median_filter_removes_spikes_and_keeps_length():
   assert filtered.shape == values.shape
   np.testing.assert_array_equal(filtered, np.ones(50))
   np.testing.assert_array_equal(visualize.median_filter(values, 1), values)
+  # An outlier at either end is one value among the window's, not half of it.
+  values[0] = values[-1] = 100.0
+  np.testing.assert_array_equal(visualize.median_filter(values, 5), np.ones(50))
+  np.testing.assert_array_equal(visualize.median_filter(np.arange(5.0), 3), [0.5, 1, 2, 3, 3.5])
+  np.testing.assert_array_equal(visualize.median_filter(np.arange(3.0), 9), [1, 1, 1])
 
 
 def test_curve_and_scatter_are_pngs(tmp_path):
