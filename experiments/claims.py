@@ -314,13 +314,13 @@ def curve(records: list[dict]) -> dict:
           'flat_from': flattened_at(gen_iter, median, window)}
 
 
-def settled(curve_: dict) -> int:
+def settled(gen_iter, window: int = 1) -> int:
   """How many points of a curve have their whole median window: those in the
   last half window lean on fewer values (and, in curves stored before
   ``visualize.median_filter`` shrank its window at the ends, on copies of the
   last one), so the rule and the checkpoints read the signal up to there."""
-  gen_iter = np.asarray(curve_['gen_iter'])
-  end = gen_iter[-1] - curve_.get('window', 1) // 2
+  gen_iter = np.asarray(gen_iter)
+  end = gen_iter[-1] - window // 2
   return max(1, int(np.searchsorted(gen_iter, end, side='right')))
 
 
@@ -335,7 +335,7 @@ def flattened_at(gen_iter, median, window: int = 1,
   n = len(median)
   if n < 8:
     return None
-  full = settled({'gen_iter': gen_iter, 'window': window})
+  full = settled(gen_iter, window)
   final = median[full - 1]
   band = tolerance * max(abs(final), abs(median[n // 10]), 1e-12)
   outside = np.nonzero(np.abs(median[:full] - final) > band)[0]
@@ -443,7 +443,7 @@ def at(curve_: dict, gen_iter: int) -> float:
   """The median-filtered signal at (or just before) a generator iteration; in
   the run's last half window, where the window last fits (``settled``)."""
   i = int(np.searchsorted(curve_['gen_iter'], gen_iter, side='right')) - 1
-  return curve_['median'][max(min(i, settled(curve_) - 1), 0)]
+  return curve_['median'][max(min(i, settled(curve_['gen_iter'], curve_.get('window', 1)) - 1), 0)]
 
 
 # --- figures ---------------------------------------------------------------------
@@ -527,7 +527,7 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
         to_x = lambda it, its=its, secs=secs: np.interp(it, its, secs)  # noqa: E731
       # Each run's signal scaled to its own range: WGAN estimates and GAN
       # losses differ in units, what matters here is where each flattens.
-      full = settled(c)
+      full = settled(c['gen_iter'], c.get('window', 1))
       median = np.asarray(c['median'][:full])
       scaled = (median - median.min()) / max(np.ptp(median), 1e-12)
       line = axes[0, col].plot(to_x(c['gen_iter'][:full]), scaled, lw=1.2, label=label,

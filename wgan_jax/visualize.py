@@ -83,7 +83,7 @@ def median_filter(values: np.ndarray, window: int) -> np.ndarray:
   if n > 2 * half:
     windows = np.lib.stride_tricks.sliding_window_view(values, 2 * half + 1)
     out[half:n - half] = np.median(windows, axis=1)
-  for i in [i for i in range(n) if i < half or i >= n - half]:
+  for i in [*range(min(half, n)), *range(max(half, n - half), n)]:
     out[i] = np.median(values[max(0, i - half):i + half + 1])
   return out
 
