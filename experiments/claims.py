@@ -498,22 +498,28 @@ def y_scale(run_maxima: list[float]) -> str:
 
 
 def figure(result: dict, x: str = 'gen_iter') -> str:
-  """One column per dataset; the training signal on top, then each measure
-  over generator iterations (``x='gen_iter'``) or wall-clock seconds; one
-  line per run, the mean over seeds with their range shaded."""
+  """One column per dataset; the training signal on top, then each of the
+  dataset's measures over generator iterations (``x='gen_iter'``) or
+  wall-clock seconds; one line per run, the mean over seeds with their range
+  shaded."""
   plt = visualize._pyplot()  # pylint: disable=protected-access
   runs = result['runs']
   datasets = list(dict.fromkeys(r['dataset'] for r in runs))
-  rows = ['signal'] + [m for m in MEASURES
-                       if any(m in r['seeds'][0]['evaluation'][0] for r in runs)]
-  fig, axes = plt.subplots(len(rows), len(datasets),
-                           figsize=(4.6 * len(datasets), 2.6 * len(rows)), dpi=90,
+  # Each column stacks only its own measures, so a dataset measured by other
+  # numbers (2-D mixtures against digits) leaves no empty panels above its own.
+  measures = {d: [m for m in MEASURES if any(m in r['seeds'][0]['evaluation'][0]
+                                             for r in runs if r['dataset'] == d)]
+              for d in datasets}
+  n_rows = 1 + max(len(ms) for ms in measures.values())
+  fig, axes = plt.subplots(n_rows, len(datasets),
+                           figsize=(4.6 * len(datasets), 2.6 * n_rows), dpi=90,
                            squeeze=False, sharex='col')
   # One colour per label (the loss, the variant) in every column.
   labels = list(dict.fromkeys(r['name'].removeprefix(r['dataset'] + '-') for r in runs))
   for col, dataset in enumerate(datasets):
-    peaks = {row: [] for row in range(1, len(rows))}
-    lows = {row: [0.0] for row in range(1, len(rows))}
+    rows = measures[dataset]
+    peaks = {row: [] for row in range(1, len(rows) + 1)}
+    lows = {row: [0.0] for row in range(1, len(rows) + 1)}
     for r in [r for r in runs if r['dataset'] == dataset]:
       label = r['name'].removeprefix(dataset + '-')
       seeds = r['seeds']
@@ -535,9 +541,8 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
       if c['flat_from'] is not None:
         axes[0, col].axvline(to_x(c['flat_from']), color=line.get_color(), ls=':', lw=0.8)
       axes[0, col].set_ylabel('training signal (median, scaled)', fontsize=8)
-      for row, m in enumerate(rows[1:], start=1):
+      for row, m in enumerate(rows, start=1):
         if m not in seeds[0]['evaluation'][0]:
-          axes[row, col].set_axis_off()
           continue
         xs, mean, lo, hi = _band(seeds, m, x)
         axes[row, col].plot(xs, mean, 'o-', ms=2, lw=1.2, color=line.get_color(), label=label)
@@ -554,13 +559,20 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
         axes[row, col].set_yscale('symlog', linthresh=1.0)
         # Left to itself symlog mirrors the axis into decades below zero no measure reaches.
         axes[row, col].set_ylim(bottom=2 * min(lows[row]))
+    for row in range(len(rows) + 1, n_rows):
+      axes[row, col].set_axis_off()
     axes[0, col].set_title(dataset)
     axes[0, col].legend(fontsize=7)
-    axes[-1, col].set_xlabel('generator iterations' if x == 'gen_iter'
-                             else 'wall-clock seconds of training')
+    bottom = axes[len(rows), col]
+    # sharex keeps tick labels only on the figure's last row; a shorter column
+    # needs them on its own last panel.
+    bottom.xaxis.set_tick_params(labelbottom=True)
+    bottom.set_xlabel('generator iterations' if x == 'gen_iter'
+                      else 'wall-clock seconds of training')
   fig.suptitle(f'{result["experiment"]}: mean over seeds, band = their range;\n'
                'dotted: real data (the floor), or where the signal flattened', fontsize=9)
-  fig.tight_layout()
+  # Half an inch at the top for the two-line title above the columns' own.
+  fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.6 * n_rows)))
   suffix = '' if x == 'gen_iter' else '_seconds'
   path = os.path.join(_OUT.value, f'{result["experiment"]}{suffix}.png')
   fig.savefig(path)

@@ -100,6 +100,36 @@ def test_a_checkpoint_without_seconds_is_left_out_of_the_seconds_curve():
   np.testing.assert_allclose(mean, [138.0, 136.0, 124.0])
 
 
+def test_each_column_of_the_figure_stacks_its_own_measures(tmp_path, monkeypatch):
+  # mode_collapse: two 2-D mixtures measured by modes, high_quality and w1
+  # beside Stacked MNIST measured by modes, mode_kl, fd and kid.
+  def run(dataset, measures):
+    t = list(range(0, 1001, 100))
+    training = {'gen_iter': t, 'median': [1.0 / (1 + i) for i in t], 'window': 1, 'flat_from': 500}
+    evaluation = [{'gen_iter': i, 'seconds': float(i), **{m: 1.0 + i for m in measures}}
+                  for i in (500, 1000)]
+    return {'name': f'{dataset}-wgan', 'dataset': dataset,
+            'seeds': [{'training': training, 'evaluation': evaluation}]}
+  result = {'experiment': 'mode_collapse',
+            'runs': [run('gaussians8', ['modes', 'high_quality', 'w1']),
+                     run('stacked_mnist5k', ['modes', 'mode_kl', 'fd', 'kid'])]}
+  plt = visualize._pyplot()  # pylint: disable=protected-access
+  figures = []
+  monkeypatch.setattr(plt, 'close', figures.append)
+  with flagsaver.flagsaver():
+    flags.FLAGS(['claims', '--experiment=mode_collapse', f'--out={tmp_path}'])
+    path = claims.figure(result)
+  assert os.path.exists(path)
+  axes = np.asarray(figures[0].axes).reshape(5, 2)
+  shown = lambda col: [ax.get_ylabel() for ax in axes[:, col] if ax.axison]  # noqa: E731
+  signal = 'training signal (median, scaled)'
+  assert shown(0) == [signal, 'modes', 'high_quality', 'w1']
+  assert shown(1) == [signal, 'modes', 'mode_kl', 'fd', 'kid']
+  # Each column's last panel carries the x axis, the shorter one's too.
+  assert axes[3, 0].get_xlabel() == axes[4, 1].get_xlabel() == 'generator iterations'
+  assert [t.get_text() for t in axes[3, 0].get_xticklabels() if t.get_text()]
+
+
 def test_seeds_of_parts_trained_apart_are_matched_by_iteration():
   # The ring's WGAN-GP: a SIGTERM stopped the part of seeds 0-1 at 10,472 and
   # 10,473; the part of seeds 2-3 ran through; a third part is still training.
