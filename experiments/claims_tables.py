@@ -17,8 +17,15 @@ MEASURES = {
 }
 
 
+def _num(x: float, digits: int = 3) -> str:
+  """``digits`` significant digits; thousands written out (1,000 modes, FD
+  3,200) rather than as 1e+03, which reads as a rounding of something else."""
+  rounded = float(f'{x:.{digits}g}')  # 999.5 rounds to 1,000 too
+  return f'{rounded:,.0f}' if 1e3 <= abs(rounded) < 1e6 else f'{x:.{digits}g}'
+
+
 def _cell(stat: dict) -> str:
-  return f'{stat["mean"]:.3g} ± {stat["std"]:.2g}'
+  return f'{_num(stat["mean"])} ± {_num(stat["std"], 2)}'
 
 
 def _rho(x: float) -> str:
@@ -51,7 +58,7 @@ def table(result: dict) -> str:
   floors = {}
   for r in runs:
     last = r['seeds'][0]['evaluation'][-1]
-    found = [f'{MEASURES[k]} {last[k + "_floor"]:.3g}' for k in keys if k + '_floor' in last]
+    found = [f'{MEASURES[k]} {_num(last[k + "_floor"])}' for k in keys if k + '_floor' in last]
     if found:
       floors.setdefault(r['dataset'], ', '.join(found))
   note = ''
@@ -98,7 +105,7 @@ def curves(result: dict) -> str:
         near = [min(e, key=lambda c: abs(c['gen_iter'] - done[i])) for e in evaluations]
         mean = sum(c[k] for c in near) / len(near)
         seconds = evaluations[0][i].get('seconds')
-        cells.append(f'{mean:.3g} at {done[i]:,}' + (f' ({seconds:,.0f} s)' if seconds else ''))
+        cells.append(f'{_num(mean)} at {done[i]:,}' + (f' ({seconds:,.0f} s)' if seconds else ''))
       lines.append(f'| {r["name"]} | ' + ' | '.join(cells) + ' |')
     out.append('\n'.join(lines))
   return '\n\n'.join(out) + '\n'

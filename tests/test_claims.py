@@ -170,6 +170,22 @@ def test_a_correlation_with_a_constant_measure_reads_n_a_not_nan():
   assert 'no ranks to correlate' in text
 
 
+def test_the_tables_write_thousands_out():
+  # Stacked MNIST's GAN: 999.5 modes over two seeds read "1e+03" before.
+  evaluation = [{'gen_iter': t, 'modes': m, 'fd': fd} for t, m, fd in
+                [(500, 227.0, 3004.0), (1000, 999.5, 148.2)]]
+  training = {'gen_iter': [500, 1000], 'median': [2.0, 1.0], 'flat_from': None}
+  seeds = [{'training': training, 'evaluation': evaluation}]
+  run = {'name': 'stacked_mnist5k-gan', 'dataset': 'stacked_mnist5k',
+         'settings': {'num_gen_iters': 1000}, 'seeds': seeds, 'summary': claims.summary(seeds),
+         'train_seconds': 9.0}
+  text = claims_tables.table({'runs': [run], 'machine': runtime.machine()})
+  assert '| 1,000 ± 0 |' in text and 'e+' not in text
+  assert '| 3,000 at 500 |' in claims_tables.curves({'runs': [run]})
+  assert claims_tables._num(6.52e7) == '6.52e+07'  # pylint: disable=protected-access
+  assert claims_tables._num(0.1436) == '0.144'  # pylint: disable=protected-access
+
+
 def test_summarize_applies_the_rule_again_to_a_stored_run():
   t = list(range(200))
   falling = {'gen_iter': t, 'median': [1.0 - 0.9 * i / 199 for i in t], 'flat_from': 0}
