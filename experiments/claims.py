@@ -503,6 +503,7 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
   wall-clock seconds; one line per run, the mean over seeds with their range
   shaded."""
   plt = visualize._pyplot()  # pylint: disable=protected-access
+  from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
   runs = result['runs']
   datasets = list(dict.fromkeys(r['dataset'] for r in runs))
   # Each column stacks only its own measures, so a dataset measured by other
@@ -567,6 +568,8 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
     # sharex keeps tick labels only on the figure's last row; a shorter column
     # needs them on its own last panel.
     bottom.xaxis.set_tick_params(labelbottom=True)
+    # Five-digit seconds run into each other at matplotlib's default count.
+    bottom.xaxis.set_major_locator(MaxNLocator(nbins=5))
     bottom.set_xlabel('generator iterations' if x == 'gen_iter'
                       else 'wall-clock seconds of training')
   fig.suptitle(f'{result["experiment"]}: mean over seeds, band = their range;\n'
