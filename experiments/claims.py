@@ -79,6 +79,12 @@ _PART = flags.DEFINE_string(
 BUDGETS = {'gaussians8': 20_000, 'gaussians25': 20_000, 'mnist5k': 10_000,
            'stacked_mnist5k': 10_000, 'digits': 2_000}
 FLAT_TOLERANCE = 0.1
+# The stopping rule's version, stamped on each seed's curve it rules: a stored
+# summary keeps only about 200 points of a curve, where the rule lands a few
+# iterations off, so a stored seed ruled by this version keeps its flat_from.
+# 2: the median window shrinks at the ends and the rule reads up to the last
+# whole window (1: an edge-padded window, read to the end).
+RULE = 2
 LOSSES = ('wgan', 'wgan-gp', 'gan')
 
 # name: (dataset, overrides). Every run starts from its dataset's preset (the
@@ -430,11 +436,15 @@ def merged(name: str, config, results: list[dict]) -> dict:
   return result
 
 
-def ruled(result: dict) -> dict:
-  """A measured run with the stopping rule (and its summary) applied again."""
+def ruled(result: dict, stored: bool = False) -> dict:
+  """A measured run with the stopping rule (and its summary) applied again;
+  for a ``stored`` run (a summary's thinned curves), only to the seeds that an
+  older version of the rule (``RULE``) ruled."""
   for s in result['seeds']:
     c = s['training']
-    c['flat_from'] = flattened_at(c['gen_iter'], c['median'], c.get('window', 1))
+    if not (stored and c.get('rule') == RULE):
+      c['flat_from'] = flattened_at(c['gen_iter'], c['median'], c.get('window', 1))
+      c['rule'] = RULE
   result['summary'] = summary(result['seeds'])
   return result
 
@@ -602,10 +612,10 @@ def final_grid(run: dict, experiment: str) -> str | None:
 
 def previous_runs(experiment: str) -> dict[str, dict]:
   """The runs of the experiment's summary already in ``--out``, by name, with
-  the stopping rule applied again."""
+  the stopping rule applied again where an older version of it ruled them."""
   try:
     with open(os.path.join(_OUT.value, f'{experiment}.json'), encoding='utf-8') as f:
-      return {r['name']: ruled(r) for r in json.load(f)['runs']}
+      return {r['name']: ruled(r, stored=True) for r in json.load(f)['runs']}
   except FileNotFoundError:
     return {}
 
@@ -637,14 +647,20 @@ def samples_figure(result: dict) -> str:
 
 def thinned(result: dict, points: int = 200) -> dict:
   """The result with each training curve cut to about ``points`` points (the
-  per-iteration values stay in each run's metrics.jsonl)."""
+  per-iteration values stay in each run's metrics.jsonl). The points that
+  ``at`` reads are kept, at each checkpoint and the last whole window, so the
+  Spearman correlations of a summary rebuilt from this one are the same."""
   result = json.loads(json.dumps(result))
   for r in result['runs']:
     for seed in r['seeds']:
       c = seed['training']
-      step = max(1, len(c['gen_iter']) // points)
-      c['gen_iter'] = c['gen_iter'][::step]
-      c['median'] = [round(v, 6) for v in c['median'][::step]]
+      its = c['gen_iter']
+      keep = set(range(0, len(its), max(1, len(its) // points))) | {len(its) - 1}
+      keep |= {int(np.searchsorted(its, e['gen_iter'], side='right')) - 1
+               for e in seed['evaluation']} - {-1}
+      keep.add(settled(its, c.get('window', 1)) - 1)
+      c['gen_iter'] = [its[i] for i in sorted(keep)]
+      c['median'] = [round(c['median'][i], 6) for i in sorted(keep)]
   return result
 
 
