@@ -18,10 +18,10 @@ MEASURES = {
 
 
 def _num(x: float, digits: int = 3) -> str:
-  """``digits`` significant digits; thousands written out (1,000 modes, FD
-  3,200) rather than as 1e+03, which reads as a rounding of something else."""
+  """``digits`` significant digits; whole numbers below a million written out
+  (1,000 modes, FD 3,200, a spread of 130) rather than as 1e+03 or 1.3e+02."""
   rounded = float(f'{x:.{digits}g}')  # 999.5 rounds to 1,000 too
-  return f'{rounded:,.0f}' if 1e3 <= abs(rounded) < 1e6 else f'{x:.{digits}g}'
+  return f'{rounded:,.0f}' if 1 <= abs(rounded) < 1e6 and rounded.is_integer() else f'{x:.{digits}g}'
 
 
 def _cell(stat: dict) -> str:

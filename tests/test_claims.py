@@ -184,6 +184,8 @@ def test_the_tables_write_thousands_out():
   assert '| 3,000 at 500 |' in claims_tables.curves({'runs': [run]})
   assert claims_tables._num(6.52e7) == '6.52e+07'  # pylint: disable=protected-access
   assert claims_tables._num(0.1436) == '0.144'  # pylint: disable=protected-access
+  assert claims_tables._num(127.0, 2) == '130'  # pylint: disable=protected-access
+  assert claims_tables._num(2.34, 2) == '2.3'  # pylint: disable=protected-access
 
 
 def test_summarize_applies_the_rule_again_to_a_stored_run():
