@@ -317,7 +317,7 @@ def curve(records: list[dict]) -> dict:
   median = visualize.median_filter(values, window)
   gen_iter = [r['gen_iter'] for r in records]
   return {'key': key, 'gen_iter': gen_iter, 'median': median.tolist(), 'window': window,
-          'flat_from': flattened_at(gen_iter, median, window)}
+          'flat_from': flattened_at(gen_iter, median, window), 'rule': RULE}
 
 
 def settled(gen_iter, window: int = 1) -> int:

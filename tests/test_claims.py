@@ -221,6 +221,9 @@ def test_a_summary_rebuilt_from_a_stored_one_reads_the_same():
   del stored['seeds'][0]['training']['rule']
   stored['seeds'][0]['training']['flat_from'] = 1
   assert claims.ruled(stored, stored=True)['summary']['flat_from'][0] not in (1, None)
+  # A run still training is measured off its full curve, by this version too.
+  records = [{'gen_iter': i, 'wasserstein': 1.0 / i} for i in range(1, 101)]
+  assert claims.curve(records)['rule'] == claims.RULE
 
 
 def test_a_shared_run_has_the_settings_of_the_run_it_reads():
