@@ -659,8 +659,9 @@ def thinned(result: dict, points: int = 200) -> dict:
       keep |= {int(np.searchsorted(its, e['gen_iter'], side='right')) - 1
                for e in seed['evaluation']} - {-1}
       keep.add(settled(its, c.get('window', 1)) - 1)
-      c['gen_iter'] = [its[i] for i in sorted(keep)]
-      c['median'] = [round(c['median'][i], 6) for i in sorted(keep)]
+      kept = sorted(keep)
+      c['gen_iter'] = [its[i] for i in kept]
+      c['median'] = [round(c['median'][i], 6) for i in kept]
   return result
 
 
