@@ -594,12 +594,14 @@ def figure(result: dict, x: str = 'gen_iter') -> str:
 
 
 def final_grid(run: dict, experiment: str) -> str | None:
-  """The run's newest sample grid (of its first seed on this machine), copied
-  to ``OUT/grids/<run>.png`` so that a later summary without the workdirs
+  """The run's newest sample grid (of its first seed), copied to
+  ``OUT/grids/<run>.png`` so that a later summary without the workdirs
   (another session, another machine) still shows it; that copy when they are
-  gone. A run read from another (``SAME_AS``) shares that run's copy."""
+  gone. A seed trained later in a part of its own replaces the copy only where
+  there is none, so the grid stays the first seed's. A run read from another
+  (``SAME_AS``) shares that run's copy."""
   kept = os.path.join(_OUT.value, 'grids', f'{source(experiment, run["name"])[1]}.png')
-  for seed in run['seeds']:
+  for seed in run['seeds'][:1] if os.path.exists(kept) else run['seeds']:
     samples = os.path.join(seed['workdir'], 'samples')
     names = sorted(n for n in os.listdir(samples) if n.startswith(('fake_', 'scatter_'))
                    ) if os.path.isdir(samples) else []

@@ -288,6 +288,17 @@ def test_a_summary_keeps_the_runs_whose_workdirs_are_elsewhere(tmp_path, capsys)
     assert sorted(os.listdir(out / 'grids')) == ['gaussians8-gan.png', 'mnist5k-wgan.png']
     assert 'gaussians8-gan' in capsys.readouterr().out
 
+    # A seed trained later, in a part of its own, leaves the first seed's copy as it is.
+    later = tmp_path / 'seeds_1-2'
+    (later / 'samples').mkdir(parents=True)
+    Image.new('RGB', (8, 8), (0, 0, 255)).save(later / 'samples' / 'scatter_000300.png')
+    two_seeds = {'name': 'gaussians8-gan', 'seeds': [{'workdir': '/gone/seed_0'}, {'workdir': str(later)}]}
+    assert claims.final_grid(two_seeds, 'loss_meaning') == str(out / 'grids' / 'gaussians8-gan.png')
+    assert Image.open(out / 'grids' / 'gaussians8-gan.png').getpixel((0, 0))[:3] == (255, 0, 0)
+    (out / 'grids' / 'gaussians8-gan.png').unlink()
+    claims.final_grid(two_seeds, 'loss_meaning')
+    assert Image.open(out / 'grids' / 'gaussians8-gan.png').getpixel((0, 0))[:3] == (0, 0, 255)
+
 
 def test_a_part_is_some_seeds_of_the_run():
   config = claims.run_config(*claims.RUNS['mode_collapse']['gaussians8-gan'])
