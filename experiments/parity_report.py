@@ -11,8 +11,14 @@ figures in context:
 * bfloat16: the same comparisons with our nets computing in bfloat16
   (``--compute_dtype=bfloat16``; parameters and optimiser states float32);
 * noise floor: the reference against itself, its initial weights moved by
-  one float32 rounding step (x (1 +- 2^-23)): how much the training dynamics
-  amplify rounding alone;
+  one float32 rounding step (x (1 +- 2^-23)), the largest over 20 such moves:
+  how much the training dynamics amplify rounding alone (a near-tie in the
+  inputs shows here as 1e-2, ``parity.SEED``);
+* float64: each float32 training run, ours and the reference's, against the
+  reference in float64 on the same inputs (the exact arithmetic both round);
+* near-ties: the noise floor of the reference's settings from seeds 0, 1 and
+  3 over 40 moves, and ours with the Winograd critic from seed 0 against the
+  float64 reference (why the comparisons start from ``parity.SEED``);
 * sensitivity: ours against a reference that differs on purpose (learning
   rate 1% higher; clipping at the other time): what a real difference looks
   like through the same comparison.
@@ -53,6 +59,8 @@ TRAINING = {
     'mlp, adam': dict(optimizer='adam', clip=0.1, **MLP, **SCHEDULE),
 }
 ITERATION = dict(clip=0.1, **MLP, **SCHEDULE)
+PERTURBATIONS = 20
+TIE_PERTURBATIONS = 40
 
 
 def _summary(result: dict) -> dict:
@@ -71,7 +79,7 @@ def main(argv):
   report = {'machine': runtime.machine(devices=True), 'measure': 'max|ours - reference| / '
             'max|reference| per array; the largest over the arrays compared',
             'forward': {}, 'training': {}, 'bfloat16': {}, 'noise_floor': {},
-            'sensitivity': {}}
+            'float64': {}, 'near_ties': {}, 'sensitivity': {}}
   t0 = time.perf_counter()
   print(f'Forward passes (tolerance {parity.FORWARD_TOL:.0e}):')
   for name, overrides in FORWARD.items():
@@ -81,8 +89,9 @@ def main(argv):
 
   print(f'Training, 30 critic + 6 generator steps (tolerance {parity.TRAIN_TOL:.0e}):')
   for name, overrides in TRAINING.items():
-    report['training'][name] = _summary(parity.train_side_by_side(
-        parity.make_config(**overrides)))
+    result = parity.train_side_by_side(parity.make_config(**overrides), float64=True)
+    report['training'][name] = _summary(result)
+    report['float64'][name] = result['float64']
     _line(name, report['training'][name])
   name = 'mlp, parallel.TrainIteration on 1 device'
   report['training'][name] = _summary(parity.train_iteration_side_by_side(
@@ -101,15 +110,31 @@ def main(argv):
         parity.make_config(compute_dtype='bfloat16', **overrides)))
     _line(key, report['bfloat16'][key])
 
-  print('Noise floor: the reference against itself, initial weights x (1 +- 2^-23):')
+  print(f'Noise floor: the reference against itself, initial weights x (1 +- 2^-23), '
+        f'the largest over {PERTURBATIONS} such:')
   for name, overrides in TRAINING.items():
     report['noise_floor'][name] = _summary(parity.reference_noise_floor(
-        parity.make_config(**overrides)))
+        parity.make_config(**overrides), perturbations=PERTURBATIONS))
     _line(name, report['noise_floor'][name])
 
-  print('Sensitivity: ours against a reference that differs on purpose:')
+  print('float64: each float32 run against the reference in float64 (ours, reference):')
+  for name, distances in report['float64'].items():
+    print(f'  {name:44s} {distances["ours"]:9.2e}  {distances["reference"]:9.2e}', flush=True)
+
   base = TRAINING['dcgan, clip before (reference settings)']
   config = parity.make_config(**base)
+  print(f'Near-ties: the reference\'s settings, the noise floor over {TIE_PERTURBATIONS} moves:')
+  for seed in (0, 1, 3):
+    name = f'seed {seed}'
+    report['near_ties'][name] = _summary(parity.reference_noise_floor(
+        config, seed=seed, perturbations=TIE_PERTURBATIONS))
+    _line(name, report['near_ties'][name])
+  name = 'ours with --conv_impl=winograd, seed 0, from float64'
+  report['near_ties'][name] = parity.train_side_by_side(
+      parity.make_config(conv_impl='winograd', **base), seed=0, float64=True)['float64']
+  print(f'  {name:44s} {report["near_ties"][name]["ours"]:9.2e}', flush=True)
+
+  print('Sensitivity: ours against a reference that differs on purpose:')
   for name, oracle in (
       ('reference lr_critic 1% higher', parity.make_config(**{
           **base, 'lr_critic': 1.01 * config.lr_critic})),
