@@ -13,7 +13,7 @@ figures in context:
 * noise floor: the reference against itself, its initial weights moved by
   one float32 rounding step (x (1 +- 2^-23)), the largest over 20 such moves:
   how much the training dynamics amplify rounding alone (a near-tie in the
-  inputs shows here as 1e-2, ``parity.SEED``);
+  inputs shows here as 0.1, ``parity.SEED``);
 * float64: each float32 training run, ours and the reference's, against the
   reference in float64 on the same inputs (the exact arithmetic both round);
 * near-ties: the noise floor of the reference's settings from seeds 0, 1 and
