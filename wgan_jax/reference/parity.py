@@ -313,14 +313,18 @@ def run_reference(trainer, inputs, dtype=torch.float32):
   return losses
 
 
-def run_reference_float64(config, inputs, seed=SEED):
-  """The reference in float64 from the same initial weights on the same
-  inputs: the exact arithmetic that both float32 runs round. Its trees and
-  losses, as ``reference_as_trees`` and ``run_reference`` give them."""
+def _reference_run(config, inputs, seed, perturbation=None, float64=False):
+  """The reference from ``seed``'s initial weights (moved by one rounding step
+  with ``perturbation``, computing in float64 with ``float64``) on the inputs:
+  its trees and losses, as ``reference_as_trees`` and ``run_reference`` give them."""
   data_shape = data_shape_of(config)
   net_g, net_d = torch_models(config, data_shape, seed)
-  trainer = reference_trainer(config, net_g.double(), net_d.double())
-  losses = run_reference(trainer, inputs, torch.float64)
+  if perturbation is not None:
+    _perturb(net_g, net_d, seed=1234 + perturbation)
+  if float64:
+    net_g, net_d = net_g.double(), net_d.double()
+  trainer = reference_trainer(config, net_g, net_d)
+  losses = run_reference(trainer, inputs, torch.float64 if float64 else torch.float32)
   return reference_as_trees(trainer, config, data_shape), losses
 
 
@@ -346,7 +350,8 @@ def train_side_by_side(config, num_gen_iters=6, seed=SEED, oracle_config=None,
   ours_trees, their_trees = ours_as_trees(state), reference_as_trees(trainer, config, data_shape)
   result = compare_runs(ours_trees, ours, their_trees, theirs)
   if float64:
-    exact = run_reference_float64(oracle_config or config, inputs, seed)
+    # The exact arithmetic that both float32 runs round.
+    exact = _reference_run(oracle_config or config, inputs, seed, float64=True)
     result['float64'] = {'ours': largest(compare_runs(ours_trees, ours, *exact)),
                          'reference': largest(compare_runs(their_trees, theirs, *exact))}
   result['steps'] = (sum(inputs[0]), num_gen_iters)
@@ -364,14 +369,8 @@ def reference_noise_floor(config, num_gen_iters=6, seed=SEED, perturbations=1
   alone, and whether these inputs hold a near-tie (see ``SEED``)."""
   data_shape = data_shape_of(config)
   inputs = _inputs(config, data_shape, num_gen_iters, seed)
-  runs = []
-  for perturbation in [None, *range(perturbations)]:
-    net_g, net_d = torch_models(config, data_shape, seed)
-    if perturbation is not None:
-      _perturb(net_g, net_d, seed=1234 + perturbation)
-    trainer = reference_trainer(config, net_g, net_d)
-    losses = run_reference(trainer, inputs)
-    runs.append((reference_as_trees(trainer, config, data_shape), losses))
+  runs = [_reference_run(config, inputs, seed, perturbation)
+          for perturbation in [None, *range(perturbations)]]
   deviations = [compare_runs(*run, *runs[0]) for run in runs[1:]]
   result = {k: max(d[k] for d in deviations) for k in deviations[0]}
   result['steps'] = (sum(inputs[0]), num_gen_iters)
