@@ -332,30 +332,41 @@ def test_two_processes_train_as_one_and_share_the_checkpoints(trained, template,
   """Two processes of two CPU devices each = this process's four devices.
 
   Both resume from the one-process run's checkpoint of iteration 4 (written
-  by one process, read by all) and train to 8; each feeds only its devices'
-  slices of every global batch: the first from data kept on its devices, the
-  second fed from the host (``--data_on_device=false``).
+  by one process, read by all), train to 6 and then, resumed, to 8; each feeds
+  only its devices' slices of every global batch. To 6 the first process asks
+  for the data on its devices and the second for the host: both feed from the
+  host (one step program for all, else the collectives hang); to 8 both keep
+  the data on their devices.
   """
   config, whole_dir, whole = trained
   workdir = tmp_path / 'run'
   shutil.copytree(os.path.join(whole_dir, 'checkpoints', '4'), workdir / 'checkpoints' / '4')
-  args = [*_cli_flags(tiny_config, workdir), '--checkpoint_every=2',
-          f'--coordinator_address=localhost:{_free_port()}', '--num_processes=2']
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
-  procs = [subprocess.Popen([sys.executable, '-m', 'wgan_jax.train', *args,
-                             f'--process_id={i}', f'--data_on_device={on_device}'],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True) for i, on_device in ((0, 'true'), (1, 'false'))]
-  try:
-    logs = [p.communicate(timeout=240)[1] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log
-    assert 'Training on 4 cpu device(s)' in log
-    assert 'Resuming from the checkpoint of generator iteration 4 ' in log
-  assert 'on each device' in logs[0] and 'from the host' in logs[1]
+
+  def run_two(until, on_device):
+    args = [*_cli_flags(tiny_config, workdir), '--checkpoint_every=2', f'--num_gen_iters={until}',
+            f'--coordinator_address=localhost:{_free_port()}', '--num_processes=2']
+    procs = [subprocess.Popen([sys.executable, '-m', 'wgan_jax.train', *args,
+                               f'--process_id={i}', f'--data_on_device={on_device[i]}'],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for i in (0, 1)]
+    try:
+      logs = [p.communicate(timeout=240)[1] for p in procs]
+    finally:
+      for p in procs:
+        p.kill()
+    for p, log in zip(procs, logs):
+      assert p.returncode == 0, log
+      assert 'Training on 4 cpu device(s)' in log
+      assert f'Resuming from the checkpoint of generator iteration {until - 2} ' in log
+    return logs
+
+  logs = run_two(6, ('true', 'false'))
+  assert all('from the host' in log and 'on each device' not in log for log in logs)
+  assert ('Feeding from the host, as another process of this run does '
+          '(--data_on_device=true here).') in logs[0]
+  logs = run_two(8, ('true', 'true'))
+  assert all('on each device' in log and 'from the host' not in log for log in logs)
 
   data_shape, initial, noise = template
   ckpt = checkpoints.Checkpointer(str(workdir), config, data_shape)

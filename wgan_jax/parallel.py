@@ -28,7 +28,9 @@ seed k's run is the single run with its seed.
 In a multi-process run (``initialize_distributed``) the pmap spans every
 process's devices; each process feeds only its own devices' slices of every
 global batch (``local_positions``), and the slices of device ``k`` of the
-axis are the same as in a one-process run with as many devices.
+axis are the same as in a one-process run with as many devices;
+every process feeds them the same way (from the host if any one process
+would).
 """
 
 from __future__ import annotations
@@ -405,12 +407,21 @@ def keep_on_device(setting: str, nbytes: int, devices) -> bool:
 def make_source(dataset, config, devices):
   """The source ``config.data_on_device`` asks for (auto: resident where the
   examples fit in a quarter of a device's memory, else host-fed), with the
-  batches of each of ``config.num_seeds`` seeds when that is over 1."""
+  batches of each of ``config.num_seeds`` seeds when that is over 1. The
+  processes of a multi-process run agree: host-fed if any one would be."""
   nbytes = dataset.examples.nbytes
   seed = config.seed
   if config.num_seeds > 1:
     seed = [config.seed + k for k in range(config.num_seeds)]
-  if keep_on_device(config.data_on_device, nbytes, devices):
+  on_device = keep_on_device(config.data_on_device, nbytes, devices)
+  if jax.process_count() > 1 and any_process(not on_device):
+    # Every process must run the same step program (the two sources give
+    # different ones, and their collectives would wait on each other for ever).
+    if on_device:
+      logging.warning('Feeding from the host, as another process of this run does '
+                      '(--data_on_device=%s here).', config.data_on_device)
+    on_device = False
+  if on_device:
     logging.info('Keeping the %d examples (%.1f MB, %s) on each device.',
                  len(dataset), nbytes / 2**20, dataset.examples.dtype)
     return DeviceResidentSource(dataset, config.batch_size, seed, devices)

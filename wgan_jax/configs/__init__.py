@@ -253,7 +253,7 @@ SHAPE_OPTIONS = ('dataset', 'image_size', 'channels', 'generator', 'critic', 'nz
 # (learning rates, schedule, seed, ...) are allowed and logged as a warning.
 FREE_OPTIONS = ('num_gen_iters', 'sample_every', 'log_every', 'progress_bar',
                 'num_devices', 'convt_impl', 'conv_tuning', 'iteration_mode', 'seeds_mode', 'data_dir',
-                'checkpoint_every', 'keep_checkpoints')
+                'checkpoint_every', 'keep_checkpoints', 'data_on_device', 'prefetch_batches')
 
 
 def config_changes(saved: Mapping, config) -> tuple[list[str], list[str]]:
