@@ -45,16 +45,22 @@ for experiment in '$experiments'.split():
 started=$(date +%s)
 pids=()
 running() { local n=0 p; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done; echo $n; }
-mkdir -p "$workdirs" && rm -f "$workdirs/.deadline"
+# The deadline's mark and signals are this invocation's own: another one
+# sharing WORKDIRS keeps its runs (a second SIGTERM would end a run unsaved).
+deadline_mark="$workdirs/.deadline.$$"
+mkdir -p "$workdirs" && rm -f "$deadline_mark"
 if [ -n "${DEADLINE:-}" ]; then
-  ( sleep "$DEADLINE"; touch "$workdirs/.deadline"
-    for f in "$workdirs"/*/*.pid; do [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null; done ) &
+  ( sleep "$DEADLINE"; touch "$deadline_mark"
+    while read -r experiment run; do
+      f="$workdirs/$experiment/$run.pid"
+      [ -n "$run" ] && [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null
+    done <<< "$plan" ) &
   watchdog=$!
 fi
 while read -r experiment run; do
   [ -n "$run" ] || continue
   while [ "$(running)" -ge "$jobs" ]; do wait -n; done
-  if [ -f "$workdirs/.deadline" ]; then
+  if [ -f "$deadline_mark" ]; then
     echo "$(date +%T) $experiment/$run not started: the deadline has passed"; continue
   fi
   mkdir -p "$workdirs/$experiment"
@@ -64,9 +70,9 @@ while read -r experiment run; do
         --workdirs="$workdirs" --out="$workdirs/$experiment/out_$run" ${CLAIMS_FLAGS:-} \
         > "$workdirs/$experiment/$run.log" 2>&1 &
     echo $! > "$workdirs/$experiment/$run.pid"
-    if wait $! && [ ! -f "$workdirs/.deadline" ]; then
+    if wait $! && [ ! -f "$deadline_mark" ]; then
       echo "$(date +%T) $experiment/$run done in $(( $(date +%s) - start )) s"
-    elif [ -f "$workdirs/.deadline" ]; then
+    elif [ -f "$deadline_mark" ]; then
       echo "$(date +%T) $experiment/$run ended at the deadline after $(( $(date +%s) - start )) s (resumes from its last checkpoint)"
     else
       echo "$(date +%T) $experiment/$run FAILED (see $workdirs/$experiment/$run.log)"
@@ -76,6 +82,7 @@ while read -r experiment run; do
 done <<< "$plan"
 [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
 [ -z "${watchdog:-}" ] || { pkill -P "$watchdog"; kill "$watchdog"; } 2>/dev/null
+rm -f "$deadline_mark"
 for experiment in $experiments; do
   [ -d "$workdirs/$experiment" ] || continue
   "$python" experiments/claims.py --experiment="$experiment" --summarize_only \
@@ -84,7 +91,7 @@ done
 if [ -n "${PACK:-}" ]; then
   pack=$(realpath -m "$PACK") && mkdir -p "$(dirname "$pack")"
   ( cd "$workdirs" && { find . -type f ! -path '*/checkpoints/*' ! -path '*/tensorboard/*' \
-        ! -path '*/samples/*' ! -name metrics.jsonl ! -name '*.pid' ! -name .deadline \
+        ! -path '*/samples/*' ! -name metrics.jsonl ! -name '*.pid' ! -name '.deadline.*' \
         ! -name "$(basename "$pack")"
       find . -type d -name samples | while read -r d; do ls -d "$d"/* 2>/dev/null | sort | tail -1; done
     } | tar czf "$pack" -T - ) && echo "packed into $pack ($(du -h "$pack" | cut -f1))"
