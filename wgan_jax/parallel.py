@@ -414,7 +414,7 @@ def make_source(dataset, config, devices):
   if config.num_seeds > 1:
     seed = [config.seed + k for k in range(config.num_seeds)]
   on_device = keep_on_device(config.data_on_device, nbytes, devices)
-  if jax.process_count() > 1 and any_process(not on_device):
+  if any_process(not on_device):
     # Every process must run the same step program (the two sources give
     # different ones, and their collectives would wait on each other for ever).
     if on_device:
