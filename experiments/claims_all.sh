@@ -7,8 +7,9 @@
 # e.g. `bash experiments/claims_all.sh experiments/results/convergence 6` on a GPU (small
 # nets leave it mostly idle, so several runs share it), or
 # `bash experiments/claims_all.sh /tmp/claims 1 mode_collapse`. Each run's log
-# goes to WORKDIRS/<experiment>/<run>.log (WORKDIRS: $WORKDIRS, default
-# /tmp/wgan_jax_claims); a run that fails is reported and left out. Run it
+# goes to WORKDIRS/<experiment>/<run>.log (<run>.seeds_A-B.log for a part
+# --seeds=A:B; WORKDIRS: $WORKDIRS, default /tmp/wgan_jax_claims); a run that
+# fails is reported and left out. Run it
 # again with the same WORKDIRS to go on: stopped runs resume from their last
 # checkpoint and finished ones are kept.
 # CLAIMS_FLAGS adds flags to every claims.py command (a quick check:
@@ -48,11 +49,14 @@ running() { local n=0 p; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n
 # The deadline's mark and signals are this invocation's own: another one
 # sharing WORKDIRS keeps its runs (a second SIGTERM would end a run unsaved).
 deadline_mark="$workdirs/.deadline.$$"
+# Parts of one run (--seeds=A:B) may train side by side from two invocations:
+# each part logs apart, and each invocation keeps its own pid files.
+part=$(sed -n 's/.*--seeds[= ]\([0-9]*\):\([0-9]*\).*/.seeds_\1-\2/p' <<< "${CLAIMS_FLAGS:-}")
 mkdir -p "$workdirs" && rm -f "$deadline_mark"
 if [ -n "${DEADLINE:-}" ]; then
   ( sleep "$DEADLINE"; touch "$deadline_mark"
     while read -r experiment run; do
-      f="$workdirs/$experiment/$run.pid"
+      f="$workdirs/$experiment/$run.$$.pid"
       [ -n "$run" ] && [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null
     done <<< "$plan" ) &
   watchdog=$!
@@ -67,17 +71,17 @@ while read -r experiment run; do
   echo "$(date +%T) $experiment/$run"
   ( start=$(date +%s)
     "$python" experiments/claims.py --experiment="$experiment" --only="$run" \
-        --workdirs="$workdirs" --out="$workdirs/$experiment/out_$run" ${CLAIMS_FLAGS:-} \
-        > "$workdirs/$experiment/$run.log" 2>&1 &
-    echo $! > "$workdirs/$experiment/$run.pid"
+        --workdirs="$workdirs" --out="$workdirs/$experiment/out_$run$part" ${CLAIMS_FLAGS:-} \
+        > "$workdirs/$experiment/$run$part.log" 2>&1 &
+    echo $! > "$workdirs/$experiment/$run.$$.pid"
     if wait $! && [ ! -f "$deadline_mark" ]; then
       echo "$(date +%T) $experiment/$run done in $(( $(date +%s) - start )) s"
     elif [ -f "$deadline_mark" ]; then
       echo "$(date +%T) $experiment/$run ended at the deadline after $(( $(date +%s) - start )) s (resumes from its last checkpoint)"
     else
-      echo "$(date +%T) $experiment/$run FAILED (see $workdirs/$experiment/$run.log)"
+      echo "$(date +%T) $experiment/$run FAILED (see $workdirs/$experiment/$run$part.log)"
     fi
-    rm -f "$workdirs/$experiment/$run.pid" ) &
+    rm -f "$workdirs/$experiment/$run.$$.pid" ) &
   pids+=($!)
 done <<< "$plan"
 [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
