@@ -52,11 +52,12 @@ deadline_mark="$workdirs/.deadline.$$"
 # Parts of one run (--seeds=A:B) may train side by side from two invocations:
 # each part logs apart, and each invocation keeps its own pid files.
 part=$(sed -n 's/.*--seeds[= ]\([0-9]*\):\([0-9]*\).*/.seeds_\1-\2/p' <<< "${CLAIMS_FLAGS:-}")
+pidfile() { echo "$workdirs/$1/$2.$$.pid"; }
 mkdir -p "$workdirs" && rm -f "$deadline_mark"
 if [ -n "${DEADLINE:-}" ]; then
   ( sleep "$DEADLINE"; touch "$deadline_mark"
     while read -r experiment run; do
-      f="$workdirs/$experiment/$run.$$.pid"
+      f=$(pidfile "$experiment" "$run")
       [ -n "$run" ] && [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null
     done <<< "$plan" ) &
   watchdog=$!
@@ -73,7 +74,7 @@ while read -r experiment run; do
     "$python" experiments/claims.py --experiment="$experiment" --only="$run" \
         --workdirs="$workdirs" --out="$workdirs/$experiment/out_$run$part" ${CLAIMS_FLAGS:-} \
         > "$workdirs/$experiment/$run$part.log" 2>&1 &
-    echo $! > "$workdirs/$experiment/$run.$$.pid"
+    echo $! > "$(pidfile "$experiment" "$run")"
     if wait $! && [ ! -f "$deadline_mark" ]; then
       echo "$(date +%T) $experiment/$run done in $(( $(date +%s) - start )) s"
     elif [ -f "$deadline_mark" ]; then
@@ -81,7 +82,7 @@ while read -r experiment run; do
     else
       echo "$(date +%T) $experiment/$run FAILED (see $workdirs/$experiment/$run$part.log)"
     fi
-    rm -f "$workdirs/$experiment/$run.$$.pid" ) &
+    rm -f "$(pidfile "$experiment" "$run")" ) &
   pids+=($!)
 done <<< "$plan"
 [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
