@@ -46,6 +46,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -246,10 +247,18 @@ def measure(name: str, dataset: str, config, workdir: str) -> dict:
   clock, sessions = read_clock(workdir)
   seeds = []
   for seed_dir in seed_dirs(workdir, config):
-    results = os.path.join(seed_dir, evaluate.RESULTS)
-    if os.path.exists(results):
-      os.remove(results)  # a fresh measurement of this run's checkpoints
-    evaluation = evaluate.evaluate(seed_dir, which='all', progress=False)
+    # A fresh measurement of every checkpoint, written to a file of its own and
+    # then put in place whole: two summaries of one workdir at once (claims_all.sh
+    # invocations sharing WORKDIRS that end together) neither remove each other's
+    # file nor append to it.
+    fd, mine = tempfile.mkstemp(prefix=evaluate.RESULTS + '.', dir=seed_dir)
+    os.close(fd)
+    try:
+      evaluation = evaluate.evaluate(seed_dir, which='all', progress=False, out=mine)
+      os.replace(mine, os.path.join(seed_dir, evaluate.RESULTS))
+    finally:
+      if os.path.exists(mine):
+        os.remove(mine)
     for record in evaluation:
       record['seconds'] = clock.get(record['gen_iter'])
     records = writers.read_metrics(os.path.join(seed_dir, 'metrics.jsonl'))

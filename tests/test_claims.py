@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import threading
+from concurrent import futures
 
 import numpy as np
 import pytest
@@ -382,3 +384,38 @@ def test_a_run_trained_in_parts_is_summarised_whole(tmp_path):
   assert [p['seeds'] for p in run['parts']] == [[0], [1, 2]]
   assert [[e['gen_iter'] for e in s['evaluation']] for s in run['seeds']] == [[3, 6]] * 3
   assert run['reached'] == 6 and run['settings']['num_seeds'] == 3
+
+
+@pytest.mark.slow
+def test_two_summaries_of_one_workdir_at_once_each_measure_it_whole(tmp_path, monkeypatch):
+  # Two claims_all.sh invocations sharing WORKDIRS that end together each
+  # summarise it, so both measure the same run at the same time.
+  workdirs = tmp_path / 'runs'
+  with flagsaver.flagsaver():
+    flags.FLAGS(['claims', '--experiment=mode_collapse', '--only=gaussians8-gan', '--num_seeds=1',
+                 '--num_gen_iters=6', '--checkpoints=2', f'--out={tmp_path / "out"}',
+                 f'--workdirs={workdirs}', '--set=warmup_gen_iters=0,ngf=8,ndf=8,batch_size=16'])
+    claims.main([])
+    dataset, overrides = claims.RUNS['mode_collapse']['gaussians8-gan']
+    config = claims._run_config(dataset, overrides)
+  workdir = str(workdirs / 'mode_collapse' / 'gaussians8-gan')
+  both_measuring = threading.Barrier(2, timeout=120)
+  evaluate_alone = claims.evaluate.evaluate
+
+  def evaluate_beside_another(*args, **kwargs):
+    both_measuring.wait()
+    return evaluate_alone(*args, **kwargs)
+
+  monkeypatch.setattr(claims.evaluate, 'evaluate', evaluate_beside_another)
+  with futures.ThreadPoolExecutor(2) as pool:
+    runs = [f.result() for f in [pool.submit(claims.measure, 'gaussians8-gan', dataset, config,
+                                             workdir) for _ in range(2)]]
+  for run in runs:
+    assert [e['gen_iter'] for e in run['seeds'][0]['evaluation']] == [3, 6]
+  assert [f for f in os.listdir(workdir) if f.startswith('evaluation')] == ['evaluation.jsonl']
+  with open(os.path.join(workdir, 'evaluation.jsonl'), encoding='utf-8') as f:
+    kept = [json.loads(line) for line in f]
+  # The file is one summary's measurement, whole (measure adds the clock's seconds after).
+  measured = [[{k: v for k, v in e.items() if k != 'seconds'}
+               for e in run['seeds'][0]['evaluation']] for run in runs]
+  assert kept in measured
