@@ -46,7 +46,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -247,18 +246,13 @@ def measure(name: str, dataset: str, config, workdir: str) -> dict:
   clock, sessions = read_clock(workdir)
   seeds = []
   for seed_dir in seed_dirs(workdir, config):
-    # A fresh measurement of every checkpoint, written to a file of its own and
-    # then put in place whole: two summaries of one workdir at once (claims_all.sh
-    # invocations sharing WORKDIRS that end together) neither remove each other's
-    # file nor append to it.
-    fd, mine = tempfile.mkstemp(prefix=evaluate.RESULTS + '.', dir=seed_dir)
-    os.close(fd)
-    try:
-      evaluation = evaluate.evaluate(seed_dir, which='all', progress=False, out=mine)
-      os.replace(mine, os.path.join(seed_dir, evaluate.RESULTS))
-    finally:
-      if os.path.exists(mine):
-        os.remove(mine)
+    # A fresh measurement of every checkpoint, written whole once taken: two
+    # summaries of one workdir at once (claims_all.sh invocations sharing
+    # WORKDIRS that end together) each replace the file, neither removing the
+    # other's nor appending to it.
+    evaluation = evaluate.evaluate(seed_dir, which='all', progress=False, out=os.devnull)
+    files.write_atomic(os.path.join(seed_dir, evaluate.RESULTS),
+                       lambda f: f.writelines(json.dumps(r) + '\n' for r in evaluation), text=True)
     for record in evaluation:
       record['seconds'] = clock.get(record['gen_iter'])
     records = writers.read_metrics(os.path.join(seed_dir, 'metrics.jsonl'))

@@ -7,11 +7,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 
 
 def tmp_name(path: str) -> str:
-  """A temporary name beside ``path``, unique to this process."""
-  return f'{path}.tmp{os.getpid()}'
+  """A temporary name beside ``path``, unique to this process and thread."""
+  return f'{path}.tmp{os.getpid()}.{threading.get_ident()}'
 
 
 def write_atomic(path: str, write, text: bool = False) -> None:
